@@ -1,0 +1,176 @@
+"""Real-model export check: ``python -m exporters.all`` on a MobileNetV3 checkpoint, then every
+artefact in its runtime against torch on real HAM10000 holdout images.
+
+    python -m benchmarks.export_check --data ../shared/data/ham10000 [--arch mobilenet_v3_small]
+        [--num-classes 2] [--checkpoint CKPT] [--out artifacts/export_check] [--images 200]
+
+Without ``--checkpoint`` it builds a random-init checkpoint whose BatchNorm statistics come from
+real training images and whose head gives O(1) logits (a plain random init gives ~1e-7 logits,
+which makes agreement figures meaningless). Prints: the CLI's wall time and per-format seconds,
+sizes (INT8 <= 2.0 MB for mobilenet_v3_small), fp32 max |logit diff| vs torch and INT8 top-1
+agreement with torch's fake-quantized (PT2E) model; ONNX INT8 (ONNX Runtime QDQ, no torch
+counterpart) against the float model; Core ML by spec inspection. Writes ``export_check.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+SIZE_LIMIT_MB = {"mobilenet_v3_small": 2.0}
+
+
+def build_checkpoint(arch: str, num_classes: int, images: np.ndarray, out: Path) -> Path:
+    from kd_core.checkpoint import BINARY_LABELS, DX_LABELS, build_checkpoint, save_checkpoint
+    from kd_core.data.transforms import Preprocessing
+    from kd_core.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes)
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, 0, 2.0 / math.sqrt(mod.in_features))
+        elif isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in torch.from_numpy(images).split(16):
+            model(batch)
+    labels = BINARY_LABELS if num_classes == 2 else DX_LABELS
+    ckpt = build_checkpoint(model.eval(), arch, labels, Preprocessing(size=224),
+                            temperature=1.3, threshold=0.3)
+    return save_checkpoint(ckpt, out)
+
+
+def run_cli(ckpt: Path, out: Path, data: Path, samples: int) -> tuple[float, str, int]:
+    cmd = [sys.executable, "-m", "exporters.all", str(ckpt), "--out", str(out),
+           "--calib-data", str(data), "--calib-samples", str(samples)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return time.perf_counter() - start, proc.stdout + proc.stderr, proc.returncode
+
+
+def parity_images(prepared: Path, n: int, prep: Any) -> np.ndarray:
+    from kd_core.data.dataset import decode_images
+    from kd_core.data.ham10000 import load_split
+    from kd_core.data.transforms import normalize
+
+    split = load_split(prepared, "holdout")
+    idx = np.random.default_rng(7).permutation(len(split))[:n]
+    return normalize(decode_images([split.paths[i] for i in idx], prep, "parity images"), prep)
+
+
+def runtime_fn(fmt: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(f"exporters.{fmt}"), "run", None)
+
+
+def fp32_parity(manifest: dict[str, Any], out: Path, model: nn.Module, x: np.ndarray
+                ) -> list[dict[str, Any]]:
+    from exporters.verify import compare, reference_outputs
+
+    want = reference_outputs(model, x)
+    rows = []
+    for entry in manifest["artifacts"]:
+        if entry["precision"] != "fp32":
+            continue
+        got = runtime_fn(entry["format"])(out / entry["path"], x)
+        rows.append({"name": entry["name"], "vs": "torch float", **compare(got, want)})
+    return rows
+
+
+def int8_parity(ckpt_path: Path, manifest: dict[str, Any], out: Path, data: Path, samples: int,
+                x: np.ndarray) -> list[dict[str, Any]]:
+    """Re-export INT8 in-process (same calibration) to get torch's fake-quantized reference;
+    the CLI's artefact is the same file when the sha256 matches."""
+    from exporters import get_exporter
+    from exporters.all import load_settings
+    from exporters.calibration_data import load_calibration
+    from exporters.verify import compare, reference_outputs
+    from kd_core.io import sha256_file
+
+    model, cfg, _ = load_settings(ckpt_path, ("int8",))
+    calib = load_calibration(data, cfg.preprocessing, cfg.labels, samples, 42)
+    cfg = replace(cfg, calibration=calib, precisions=("int8",))
+    shas = {a["name"]: a["sha256"] for a in manifest["artifacts"]}
+    scratch = out.parent / "int8_reference"
+    example = (torch.from_numpy(calib.normalized()[:1]),)
+    rows = []
+    for fmt in ("tflite", "executorch", "onnx"):
+        for art in get_exporter(fmt).export(model, example, scratch, cfg):
+            got = runtime_fn(fmt)(art.path, x)
+            assert art.reference is not None
+            want = reference_outputs(art.reference, x)
+            vs = "torch float" if fmt == "onnx" else "torch PT2E fake-quantized"
+            rows.append({"name": art.name, "vs": vs, **compare(got, want),
+                         "same_file_as_cli": sha256_file(art.path) == shas.get(art.name)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kd_core.data.dataset import decode_images
+    from kd_core.data.ham10000 import load_split, prepare
+    from kd_core.data.transforms import Preprocessing, normalize
+    from kd_core.train import default_prepared_dir
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"))
+    p.add_argument("--arch", default="mobilenet_v3_small")
+    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("artifacts/export_check"))
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--calib-samples", type=int, default=256)
+    args = p.parse_args(argv)
+    out = args.out / f"{args.arch}_{args.num_classes}"
+    prepared = prepare(args.data, default_prepared_dir(args.data), verbose=False)
+    prep = Preprocessing(size=224)
+    ckpt = args.checkpoint
+    if ckpt is None:
+        train = load_split(prepared, "train")
+        bn = normalize(decode_images(train.paths[:128], prep, "bn images"), prep)
+        ckpt = build_checkpoint(args.arch, args.num_classes, bn, out / "checkpoint.pth")
+    seconds, log, rc = run_cli(ckpt, out / "export", args.data, args.calib_samples)
+    print(log)
+    print(f"python -m exporters.all: exit {rc}, {seconds:.1f} s wall")
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    from kd_core.checkpoint import load_model
+
+    model, _ = load_model(ckpt)
+    x = parity_images(prepared, args.images, prep)
+    limit = SIZE_LIMIT_MB.get(args.arch)
+    sizes = [{"name": a["name"], "MB": a["bytes"] / 1e6, "seconds": a["export_seconds"],
+              "within_limit": None if limit is None or a["precision"] in ("fp32", "fp16")
+              else a["bytes"] / 1e6 <= limit} for a in manifest["artifacts"]]
+    parity = fp32_parity(manifest, out / "export", model, x)
+    parity += int8_parity(ckpt, manifest, out / "export", args.data, args.calib_samples, x)
+    report = {"arch": args.arch, "num_classes": args.num_classes, "cli_exit": rc,
+              "cli_seconds": round(seconds, 1), "images": len(x), "sizes": sizes,
+              "parity": parity, "failures": manifest.get("failures", [])}
+    (out / "export_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    verdict = {None: "", True: "size ok", False: "TOO BIG"}
+    for row in sizes:
+        print(f"{row['name']:<40} {row['MB']:6.2f} MB {row['seconds']:6.1f} s "
+              f"{verdict[row['within_limit']]}")
+    for row in parity:
+        print(f"{row['name']:<40} vs {row['vs']:<26} max|diff| {row['max_abs_diff']:.3g}  "
+              f"top-1 agreement {100 * row['top1_agreement']:.1f} %"
+              + (f"  same file as CLI: {row['same_file_as_cli']}" if "same_file_as_cli" in row
+                 else ""))
+    return 0 if rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

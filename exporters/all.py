@@ -1,0 +1,282 @@
+"""``python -m exporters.all CKPT``: one checkpoint -> every on-device format plus manifest.json.
+
+Each format runs isolated: a failure is reported and the others go on; the exit code is 1 if any
+requested artefact failed, 2 for bad input (checked before any work), 0 otherwise. Artefacts are
+written atomically, so a failed export leaves no file behind. ``python -m exporters.<format>``
+runs one format with the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from exporters import Artifact, get_exporter, list_exporters
+from exporters.base import ExportSettings, Failure, PartialExport, Stopwatch, describe
+from exporters.calibration_data import DEFAULT_SAMPLES, CalibrationDataError, load_calibration
+
+FAMILIES = ("fp32", "int8")
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported before any export starts."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None = None
+                 ) -> argparse.ArgumentParser:
+    what = f"the {fixed_format} format" if fixed_format else "every on-device format"
+    p = argparse.ArgumentParser(
+        prog=prog, description=f"Export a KD checkpoint to {what}, with manifest.json.",
+        epilog="INT8 needs real calibration images (--calib-data); without them the command "
+               "stops before any work unless --precisions fp32. Exit codes: 0 all written, "
+               "1 some export failed (the others are still written, manifest lists both), "
+               "2 bad input.")
+    p.add_argument("checkpoint", type=Path, metavar="CKPT",
+                   help="checkpoint .pth of the KD core (arch, num_classes, labels, state_dict, "
+                        "preprocessing, temperature, threshold)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (default: <CKPT folder>/<CKPT name>_export); an existing "
+                        "manifest there from the same checkpoint keeps its other formats")
+    if fixed_format is None:
+        p.add_argument("--formats", default=",".join(list_exporters()),
+                       help="comma-separated formats (default: %(default)s)")
+    p.add_argument("--precisions", default="fp32,int8",
+                   help="comma-separated: fp32 (Core ML: fp16) and/or int8 (Core ML: w8 weights "
+                        "and int8 weights+activations) (default: %(default)s)")
+    p.add_argument("--calib-data", type=Path, default=None, metavar="DIR",
+                   help="INT8 calibration images: a prepared split folder (train split), a "
+                        "HAM10000 folder (splits prepared, train split used) or a plain image "
+                        "folder (no class balancing)")
+    p.add_argument("--calib-samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+                   help="calibration images, class-balanced when labels are known "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, metavar="S",
+                   help="seed of the calibration sample (default: %(default)s)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the converters' own output instead of a log tail on failure")
+    return p
+
+
+@dataclass(frozen=True)
+class Job:
+    formats: tuple[str, ...]
+    families: tuple[str, ...]
+    out_dir: Path
+    verbose: bool
+
+
+def _parse_job(args: argparse.Namespace, fixed: tuple[str, ...] | None) -> Job:
+    formats = fixed or _csv(args.formats)
+    known = list_exporters()
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        raise UsageError(f"unknown format(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known formats: {', '.join(known)}")
+    families = _csv(args.precisions)
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        raise UsageError(f"unknown precision(s) {', '.join(bad) or '(none given)'}; "
+                         f"use {', '.join(FAMILIES)}")
+    ckpt: Path = args.checkpoint
+    out = args.out if args.out is not None else ckpt.parent / f"{ckpt.stem}_export"
+    return Job(tuple(dict.fromkeys(formats)), tuple(dict.fromkeys(families)), out, args.verbose)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{out}: output folder cannot be written ({exc.strerror or exc})"
+                         ) from None
+
+
+def load_settings(path: Path, families: tuple[str, ...] = FAMILIES
+                  ) -> tuple[Any, ExportSettings, int]:
+    """(eval model, export settings, num_classes) from a checkpoint; UsageError if it is bad."""
+    from kd_core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from kd_core.data.transforms import Preprocessing
+    from kd_core.io import sha256_file
+
+    try:
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt, path)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    cfg = ExportSettings(
+        arch=str(ckpt["arch"]), labels=tuple(str(x) for x in ckpt["labels"]),
+        positive_index=int(ckpt["positive_index"]),
+        preprocessing=Preprocessing.from_dict(ckpt["preprocessing"]),
+        temperature=float(ckpt["temperature"]), threshold=float(ckpt["threshold"]),
+        checkpoint_sha256=sha256_file(path), checkpoint_path=str(path), precisions=families)
+    return model, cfg, int(ckpt["num_classes"])
+
+
+def _calibration(args: argparse.Namespace, job: Job, cfg: ExportSettings) -> Any:
+    if "int8" not in job.families:
+        return None
+    if args.calib_data is None:
+        raise UsageError(
+            "INT8 needs real calibration images and none were given: pass --calib-data DIR "
+            "(a prepared split folder, a HAM10000 folder or a folder of training images), "
+            "or export float artefacts only with --precisions fp32")
+    try:
+        return load_calibration(args.calib_data, cfg.preprocessing, cfg.labels,
+                                args.calib_samples, args.seed)
+    except CalibrationDataError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _captured(enabled: bool) -> Iterator[Path | None]:
+    """Send the converters' chatter (fd 1 and 2, and Python's sys.stdout/err) to a temp log."""
+    if not enabled:
+        yield None
+        return
+    fd, name = tempfile.mkstemp(prefix="edgekd-export-", suffix=".log")
+    saved = os.dup(1), os.dup(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with open(fd, "w", buffering=1, closefd=False) as text, \
+                contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            yield Path(name)
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (*saved, fd):
+            os.close(f)
+
+
+def _tail(log: Path | None, lines: int = 12) -> str:
+    if log is None or not log.is_file():
+        return ""
+    text = log.read_text(errors="replace").strip().splitlines()
+    return "\n".join("    | " + line for line in text[-lines:])
+
+
+def _call(spec: Any, model: Any, example: tuple[Any, ...], cfg: ExportSettings, job: Job,
+          wanted: list[str]) -> tuple[list[Artifact], list[Failure]]:
+    try:
+        return spec.export(model, example, job.out_dir, cfg), []
+    except PartialExport as exc:
+        return exc.artifacts, exc.failures
+    except Exception as exc:
+        traceback.print_exc()
+        return [], [Failure(spec.name, p, describe(exc)) for p in wanted]
+
+
+def _export_format(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
+                   job: Job) -> tuple[list[Artifact], list[Failure]]:
+    """Run one format with its output captured; print its artefacts or failures."""
+    from kd_core.io import path_bytes
+
+    spec = get_exporter(fmt)
+    wanted = [p for fam in job.families for p in spec.precisions.get(fam, ())]
+    print(f"{fmt}: exporting {', '.join(wanted)} ...", flush=True)
+    with _captured(not job.verbose) as log:
+        arts, failures = _call(spec, model, example, cfg, job, wanted)
+    tail = _tail(log) if failures else ""
+    if log is not None:
+        log.unlink(missing_ok=True)
+    for a in arts:
+        print(f"  {a.name}: {path_bytes(a.path) / 1e6:.2f} MB in {a.export_seconds:.1f} s",
+              flush=True)
+    for f in failures:
+        print(f"  FAILED {fmt} {f.precision}: {f.error}", flush=True)
+    if tail:
+        print(f"  last lines of the {fmt} log:\n{tail}", flush=True)
+    return arts, failures
+
+
+def summary_table(arts: list[Artifact], failures: list[Failure]) -> str:
+    from kd_core.io import path_bytes
+
+    rows = [(a.format, a.precision, "ok", f"{path_bytes(a.path) / 1e6:.2f}",
+             f"{a.export_seconds:.1f}", a.path.name) for a in arts]
+    rows += [(f.format, f.precision, "FAILED", "-", "-", f.error[:60]) for f in failures]
+    head = ("format", "precision", "status", "MB", "seconds", "file / error")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    fmt_row = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt_row.format(*head), fmt_row.format(*("-" * w for w in widths))]
+    lines += [fmt_row.format(*r) for r in rows]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    artifacts: list[Artifact]
+    failures: list[Failure]
+    manifest_path: Path
+    seconds: float
+
+
+def export_all(model: Any, cfg: ExportSettings, out_dir: Path, formats: tuple[str, ...],
+               verbose: bool = False, num_classes: int | None = None) -> ExportResult:
+    """Export ``model`` to each format (precision families ``cfg.precisions``) in ``out_dir``,
+    isolating failures, and write the manifest. The library entry point behind the CLI."""
+    import torch
+
+    from exporters.manifest import build_manifest, merge_previous, write_manifest
+
+    clock = Stopwatch()
+    job = Job(formats, cfg.precisions, out_dir, verbose)
+    size = cfg.preprocessing.size
+    example = (torch.from_numpy(cfg.calibration.normalized()[:1]) if cfg.calibration is not None
+               else torch.zeros(1, 3, size, size),)
+    arts: list[Artifact] = []
+    failures: list[Failure] = []
+    for i, fmt in enumerate(formats, start=1):
+        print(f"[{i}/{len(formats)}] ", end="")
+        got, failed = _export_format(fmt, model, example, cfg, job)
+        arts += got
+        failures += failed
+    manifest = build_manifest(arts, cfg, out_dir, failures, num_classes)
+    path = write_manifest(merge_previous(manifest, out_dir, formats), out_dir)
+    return ExportResult(arts, failures, path, clock.seconds())
+
+
+def run(args: argparse.Namespace, fixed: tuple[str, ...] | None = None) -> int:
+    import torch
+
+    job = _parse_job(args, fixed)
+    model, cfg, num_classes = load_settings(args.checkpoint, job.families)
+    _check_writable(job.out_dir)
+    cfg = replace(cfg, calibration=_calibration(args, job, cfg))
+    torch.manual_seed(args.seed)
+    result = export_all(model, cfg, job.out_dir, job.formats, job.verbose, num_classes)
+    print(f"\n{summary_table(result.artifacts, result.failures)}\n\n"
+          f"manifest: {result.manifest_path}  ({len(result.artifacts)} written, "
+          f"{len(result.failures)} failed, {result.seconds:.1f} s in all)")
+    return EXIT_FAILED if result.failures else 0
+
+
+def main(argv: list[str] | None = None, formats: tuple[str, ...] | None = None) -> int:
+    fixed = formats[0] if formats and len(formats) == 1 else None
+    prog = f"python -m exporters.{fixed}" if fixed else "python -m exporters.all"
+    args = build_parser(prog, fixed).parse_args(argv)
+    try:
+        return run(args, formats)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

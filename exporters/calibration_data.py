@@ -1,0 +1,173 @@
+"""Calibration images for INT8: real training images through the exact eval preprocessing.
+
+``--calib-data DIR`` may be
+- a prepared folder (``split_metadata.json`` + ``train_data.csv``): its train split;
+- a HAM10000-layout folder (a metadata CSV): splits are prepared (or reused) with the data API
+  in the training default location, and the train split is used;
+- a plain folder of images (``.jpg``, ``.jpeg``, ``.png``, searched recursively): no labels, so
+  no class balancing.
+
+With labels, samples are class-balanced (equal per class up to availability, the rest filled from
+classes with images to spare), seeded. Images go through ``preprocess_uint8`` + ``normalize`` of
+``kd_core.data.transforms`` with the checkpoint's ``Preprocessing``: exactly the eval pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kd_core.data.transforms import ImageError, Preprocessing, normalize
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DEFAULT_SAMPLES = 256
+
+
+class CalibrationDataError(ValueError):
+    """Calibration images that cannot be had: missing, empty or unreadable folder."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Preprocessed calibration images plus where they came from (for the manifest)."""
+
+    source: str
+    kind: str  # "prepared", "ham10000" or "folder"
+    seed: int
+    image_ids: tuple[str, ...]
+    pixels: np.ndarray  # N x size x size x 3 uint8, after the eval resize
+    prep: Preprocessing
+    class_counts: dict[str, int] | None  # None: no labels, no balancing
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def normalized(self) -> np.ndarray:
+        """N x 3 x size x size float32: the model input (eval preprocessing)."""
+        return normalize(self.pixels, self.prep)
+
+    def batches(self, layout: str = "NCHW") -> Iterator[Any]:
+        """One 1 x 3 x H x W (or 1 x H x W x 3) float32 torch tensor per image."""
+        import torch
+
+        for x in self.normalized():
+            t = torch.from_numpy(x).unsqueeze(0)
+            yield t.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else t
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "samples": len(self), "seed": self.seed,
+                "class_balanced": self.class_counts is not None,
+                "class_counts": self.class_counts, "image_ids": list(self.image_ids)}
+
+
+def balanced_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` indices (fewer if there are fewer items), as equal per class as availability allows."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {int(c): list(rng.permutation(np.flatnonzero(labels == c))) for c in classes}
+    quota = {c: 0 for c in pools}
+    left = min(n, len(labels))
+    while left > 0:
+        open_ = [c for c in pools if quota[c] < len(pools[c])]
+        share = max(1, left // len(open_))
+        for c in open_:
+            take = min(share, len(pools[c]) - quota[c], left)
+            quota[c] += take
+            left -= take
+            if left == 0:
+                break
+    picked = np.concatenate([np.asarray(pools[c][: quota[c]], dtype=np.int64) for c in pools])
+    return np.sort(picked)
+
+
+def _target_for(labels: Sequence[str]) -> str | None:
+    from kd_core.data.ham10000 import DX_CLASSES
+
+    if list(labels) == list(DX_CLASSES):
+        return "dx"
+    return "mel" if len(labels) == 2 else None
+
+
+def _from_prepared(prepared: Path, labels: Sequence[str], n: int, seed: int
+                   ) -> tuple[list[str], list[Path], dict[str, int] | None]:
+    from kd_core.data.ham10000 import load_split
+
+    split = load_split(prepared, "train")
+    if len(split) == 0:
+        raise CalibrationDataError(f"{prepared}: the train split is empty")
+    target = _target_for(labels)
+    if target is None:
+        print(f"calibration: labels {list(labels)} match neither the melanoma nor the 7-class "
+              "target; sampling without class balance")
+        idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
+        counts = None
+    else:
+        y = split.labels_for(target)
+        idx = balanced_indices(y, n, seed)
+        counts = {labels[c]: int((y[idx] == c).sum()) for c in range(len(labels))}
+    return [split.image_ids[i] for i in idx], [split.paths[i] for i in idx], counts
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                  and p.is_file() and not any(part.startswith(".") for part in p.parts))
+
+
+def _prepare_ham(data_dir: Path) -> Path:
+    from kd_core.data.ham10000 import prepare
+    from kd_core.train import default_prepared_dir
+
+    out = default_prepared_dir(data_dir)
+    print(f"calibration: {data_dir} is a HAM10000 folder; using the train split prepared in {out}")
+    return prepare(data_dir, out)
+
+
+def select_images(source: Path, labels: Sequence[str], n: int, seed: int
+                  ) -> tuple[str, list[str], list[Path], dict[str, int] | None]:
+    """(kind, image ids, paths, class counts or None) of the images to calibrate on."""
+    from kd_core.data.ham10000 import DataError, is_ham10000_dir, is_prepared_dir
+
+    if not source.exists():
+        raise CalibrationDataError(f"{source}: calibration folder not found")
+    if not source.is_dir():
+        raise CalibrationDataError(f"{source}: not a folder (pass a folder of images, a prepared "
+                                   "split folder or a HAM10000 folder)")
+    try:
+        if is_prepared_dir(source):
+            return ("prepared", *_from_prepared(source, labels, n, seed))
+        if is_ham10000_dir(source):
+            return ("ham10000", *_from_prepared(_prepare_ham(source), labels, n, seed))
+    except DataError as exc:
+        raise CalibrationDataError(str(exc)) from None
+    files = _folder_images(source)
+    if not files:
+        raise CalibrationDataError(
+            f"{source}: no images (.jpg, .jpeg, .png) found; pass a folder of training images, "
+            "a prepared split folder or a HAM10000 folder")
+    print(f"calibration: {source} is a plain image folder without labels; "
+          "sampling without class balance")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
+    picked = [files[i] for i in idx]
+    return "folder", [p.relative_to(source).as_posix() for p in picked], picked, None
+
+
+def load_calibration(source: str | Path, prep: Preprocessing, labels: Sequence[str],
+                     n: int = DEFAULT_SAMPLES, seed: int = 42) -> CalibrationSet:
+    """Pick ``n`` images from ``source`` and decode them through the eval preprocessing."""
+    from kd_core.data.dataset import decode_images
+
+    if n < 1:
+        raise CalibrationDataError(f"--calib-samples must be >= 1, got {n}")
+    source = Path(source)
+    kind, ids, paths, counts = select_images(source, labels, n, seed)
+    if len(ids) < n:
+        print(f"calibration: only {len(ids)} images available in {source} (asked for {n})")
+    try:
+        pixels = decode_images(paths, prep, desc="calibration images")
+    except ImageError as exc:
+        raise CalibrationDataError(f"calibration image unusable: {exc}") from None
+    return CalibrationSet(str(source.resolve()), kind, seed, tuple(ids), pixels, prep, counts)

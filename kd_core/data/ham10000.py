@@ -1,0 +1,267 @@
+"""HAM10000 ingestion: read the metadata as users download it, find the images, check them,
+split by lesion, and write the prepared CSVs.
+
+Accepts the Kaggle layout (``HAM10000_metadata.csv`` with ``HAM10000_images_part_1/`` and
+``HAM10000_images_part_2/``), one flat images folder, and the Harvard Dataverse metadata (CRLF line
+endings, integer ages, an extra ``dataset`` column).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kd_core.data.splits import SPLITS, check_split, split_lesions
+from kd_core.data.transforms import ImageError, load_rgb
+from kd_core.io import atomic_write_text
+
+DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
+IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "ham10000_images_part_1",
+                 "ham10000_images_part_2", "HAM10000_images", "images")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+PREPARED_FILES = ("labeled_ham10000.csv", "train_data.csv", "val_data.csv", "holdout_data.csv")
+SPLIT_FILES = {"train": "train_data.csv", "val": "val_data.csv", "holdout": "holdout_data.csv"}
+PREP_VERSION = 1
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or row and the problem."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    path: Path
+    columns: list[str]
+    rows: list[dict[str, str]]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SplitData:
+    image_ids: list[str]
+    paths: list[Path]
+    targets: np.ndarray  # int64, 1 = melanoma
+    dx: list[str]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def labels_for(self, target: str) -> np.ndarray:
+        """Class indices: "mel" -> melanoma vs rest (0/1); "dx" -> index into DX_CLASSES."""
+        if target == "mel":
+            return self.targets
+        if target == "dx":
+            return np.array([DX_CLASSES.index(d) for d in self.dx], dtype=np.int64)
+        raise ValueError(f"target must be 'mel' or 'dx', got {target!r}")
+
+
+def read_metadata(path: Path) -> Metadata:
+    """Read and validate a HAM10000 metadata CSV (LF or CRLF, optional BOM)."""
+    if not path.is_file():
+        raise DataError(f"{path}: metadata file not found")
+    raw = path.read_bytes()
+    text = raw.decode("utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {columns}")
+    reader.fieldnames = columns
+    rows, first_row = [], {}
+    for line, row in enumerate(reader, start=2):
+        row = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        for col in REQUIRED_COLUMNS:
+            if not row.get(col):
+                raise DataError(f"{path}:{line}: empty {col}")
+        if row["dx"] not in DX_CLASSES:
+            raise DataError(f"{path}:{line}: unknown dx {row['dx']!r}; expected one of {DX_CLASSES}")
+        if row["image_id"] in first_row:
+            raise DataError(f"{path}:{line}: duplicate image_id {row['image_id']} "
+                            f"(first at line {first_row[row['image_id']]})")
+        first_row[row["image_id"]] = line
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return Metadata(path, columns, rows, hashlib.sha256(raw).hexdigest())
+
+
+def image_folders(data_dir: Path, images_dir: Path | None = None) -> list[Path]:
+    if images_dir is not None:
+        if not images_dir.is_dir():
+            raise DataError(f"{images_dir}: images folder not found")
+        return [images_dir]
+    found = [data_dir / name for name in IMAGE_FOLDERS if (data_dir / name).is_dir()]
+    return [*found, data_dir]
+
+
+def find_images(data_dir: Path, image_ids: list[str], images_dir: Path | None = None
+                ) -> dict[str, Path]:
+    """Map every image id to its file; a listed image missing on disk is an error."""
+    index: dict[str, Path] = {}
+    for folder in image_folders(data_dir, images_dir):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix.lower() in IMAGE_SUFFIXES and stem not in index and entry.is_file():
+                    index[stem] = Path(entry.path)
+    missing = [i for i in image_ids if i not in index]
+    if missing:
+        where = ", ".join(str(f) for f in image_folders(data_dir, images_dir))
+        raise DataError(f"{len(missing)} image(s) listed in the metadata are missing on disk "
+                        f"(looked in {where}): {', '.join(missing[:10])}"
+                        + (" ..." if len(missing) > 10 else ""))
+    return {i: index[i] for i in image_ids}
+
+
+def check_images(paths: list[Path], workers: int | None = None) -> dict[Path, str]:
+    """Decode every image; return {path: problem} for corrupt or non-RGB ones."""
+    from tqdm import tqdm
+
+    def check(path: Path) -> str | None:
+        try:
+            load_rgb(path)
+        except ImageError as exc:
+            return str(exc).removeprefix(f"{path}: ")
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
+        results = list(tqdm(pool.map(check, paths), total=len(paths), desc="checking images",
+                            unit="img", leave=False, disable=len(paths) < 500))
+    return {p: r for p, r in zip(paths, results, strict=True) if r is not None}
+
+
+def _csv_text(columns: list[str], rows: list[dict[str, str]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _counts(rows: list[dict[str, str]]) -> dict[str, object]:
+    n = len(rows)
+    pos = sum(1 for r in rows if r["target"] == "1")
+    return {"images": n, "lesions": len({r["lesion_id"] for r in rows}), "melanoma": pos,
+            "prevalence": round(pos / n, 6) if n else 0.0,
+            "dx": dict(sorted(Counter(r["dx"] for r in rows).items()))}
+
+
+def _reusable(out: Path, params: dict[str, object]) -> bool:
+    meta = out / "split_metadata.json"
+    if not meta.is_file() or not all((out / f).is_file() for f in PREPARED_FILES):
+        return False
+    try:
+        old = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(old.get(k) == v for k, v in params.items())
+
+
+def prepare(
+    data_dir: Path,
+    out: Path,
+    *,
+    seed: int = 42,
+    force: bool = False,
+    metadata: str = "HAM10000_metadata.csv",
+    images_dir: Path | None = None,
+    skip_corrupt: bool = False,
+    split: tuple[float, float, float] = (0.70, 0.15, 0.15),
+    verbose: bool = True,
+) -> Path:
+    """Make (or reuse) the lesion-aware splits of ``data_dir`` in ``out``; return ``out``."""
+    data_dir, out = Path(data_dir).resolve(), Path(out)
+    meta = read_metadata(data_dir / metadata if not Path(metadata).is_absolute() else Path(metadata))
+    params: dict[str, object] = {
+        "prep_version": PREP_VERSION, "metadata_sha256": meta.sha256, "seed": seed,
+        "fractions": list(split), "skip_corrupt": skip_corrupt, "data_dir": str(data_dir),
+        "images_dir": str(images_dir.resolve()) if images_dir else None,
+    }
+    if not force and _reusable(out, params):
+        if verbose:
+            print(f"reusing splits in {out} (same metadata sha256, seed and fractions)")
+        return out
+    ids = [r["image_id"] for r in meta.rows]
+    paths = find_images(data_dir, ids, images_dir)
+    bad = check_images(list(paths.values()))
+    skipped: list[str] = []
+    if bad and not skip_corrupt:
+        lines = [f"  {p}: {why}" for p, why in list(bad.items())[:10]]
+        raise DataError(f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them):\n"
+                        + "\n".join(lines))
+    rows = []
+    for row in meta.rows:
+        path = paths[row["image_id"]]
+        if path in bad:
+            skipped.append(row["image_id"])
+            continue
+        rel = os.path.relpath(path, data_dir).replace(os.sep, "/")
+        rows.append({**row, "image_path": rel, "target": "1" if row["dx"] == "mel" else "0"})
+    if skipped and verbose:
+        print(f"skipped {len(skipped)} corrupt or non-RGB image(s): {', '.join(skipped[:10])}")
+    _check_classes(rows, meta.path)
+    assignment = split_lesions([r["lesion_id"] for r in rows], [r["dx"] for r in rows], split, seed)
+    check_split(assignment, [int(r["target"]) for r in rows], [r["lesion_id"] for r in rows])
+    columns = [*meta.columns, "image_path", "target"]
+    by_split = {s: [r for r, a in zip(rows, assignment, strict=True) if a == s] for s in SPLITS}
+    atomic_write_text(out / "labeled_ham10000.csv", _csv_text(columns, rows))
+    for name, split_rows in by_split.items():
+        atomic_write_text(out / SPLIT_FILES[name], _csv_text(columns, split_rows))
+    summary = {**params, "metadata_file": meta.path.name, "skipped": skipped,
+               "counts": {"all": _counts(rows), **{s: _counts(r) for s, r in by_split.items()}}}
+    # Written last: its presence marks a complete preparation.
+    atomic_write_text(out / "split_metadata.json", json.dumps(summary, indent=2) + "\n")
+    if verbose:
+        c = summary["counts"]
+        print("prepared " + ", ".join(
+            f"{s} {c[s]['images']} images / {c[s]['lesions']} lesions / "  # type: ignore[index]
+            f"{100 * c[s]['prevalence']:.1f}% mel" for s in SPLITS) + f" in {out}")  # type: ignore[index]
+    return out
+
+
+def _check_classes(rows: list[dict[str, str]], path: Path) -> None:
+    pos = sum(1 for r in rows if r["target"] == "1")
+    if pos == 0:
+        raise DataError(f"{path}: the melanoma class is empty (no dx == 'mel' rows)")
+    if pos == len(rows):
+        raise DataError(f"{path}: the non-melanoma class is empty (every row is mel)")
+
+
+def is_prepared_dir(path: Path) -> bool:
+    path = Path(path)
+    return (path / "split_metadata.json").is_file() and all(
+        (path / f).is_file() for f in SPLIT_FILES.values())
+
+
+def is_ham10000_dir(path: Path, metadata: str = "HAM10000_metadata.csv") -> bool:
+    return (Path(path) / metadata).is_file()
+
+
+def load_split(prepared_dir: Path, split: str) -> SplitData:
+    """Read one prepared split; image paths are resolved against the recorded data folder."""
+    prepared_dir = Path(prepared_dir)
+    if split not in SPLIT_FILES:
+        raise ValueError(f"split must be one of {list(SPLIT_FILES)}, got {split!r}")
+    meta_path = prepared_dir / "split_metadata.json"
+    if not meta_path.is_file():
+        raise DataError(f"{prepared_dir}: not a prepared folder (no split_metadata.json); "
+                        "run `python -m kd_core.data prepare` first")
+    data_dir = Path(json.loads(meta_path.read_text())["data_dir"])
+    with (prepared_dir / SPLIT_FILES[split]).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return SplitData(
+        image_ids=[r["image_id"] for r in rows],
+        paths=[data_dir / r["image_path"] for r in rows],
+        targets=np.array([int(r["target"]) for r in rows], dtype=np.int64),
+        dx=[r["dx"] for r in rows],
+    )

@@ -1,0 +1,158 @@
+"""The one definition of eval preprocessing, shared by training, exporters, runtimes and the apps.
+
+An image goes: decode to RGB uint8 -> resize (``squash`` to size x size, or ``center_crop``: the
+shorter side to ``size`` then the central square) with an antialiased bilinear (triangle) filter
+computed in float64, rounded half up to uint8 -> ``(pixel / 255 - mean) / std`` in float32 -> NCHW.
+
+The resize is the same triangle filter as PIL's BILINEAR and torch's
+``interpolate(mode="bilinear", antialias=True)``; the apps (``android_demo``, ``ios_demo``) port this
+file line for line, and the tests hold them to it. Rounding to uint8 after the resize matches what a
+phone does when it scales a Bitmap or a CVPixelBuffer, and lets training cache resized images exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kd_core.config import IMAGENET_MEAN, IMAGENET_STD
+
+RESIZE_RULES = ("squash", "center_crop")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used: unreadable, truncated, or not plain RGB."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash"
+    interpolation: str = "bilinear_antialias"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"resize must be one of {RESIZE_RULES}, got {self.resize!r}")
+        if self.size < 8:
+            raise ValueError(f"image size must be >= 8, got {self.size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        missing = [k for k in ("size", "mean", "std", "resize") if k not in d]
+        if missing:
+            raise ValueError(f"preprocessing lacks {', '.join(missing)}")
+        return cls(
+            size=int(d["size"]),
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+            resize=str(d["resize"]),
+            interpolation=str(d.get("interpolation", "bilinear_antialias")),
+        )
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 array; anything but plain RGB is an ImageError."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode != "RGB":
+                kind = {"L": "greyscale", "LA": "greyscale with alpha", "CMYK": "CMYK",
+                        "RGBA": "RGB with an alpha channel", "P": "palette", "I;16": "16-bit"}
+                raise ImageError(f"{path}: image is {kind.get(mode, mode)} ({mode}), expected RGB")
+            im.load()
+            return np.asarray(im, dtype=np.uint8).copy()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file is missing") from None
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise ImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+@lru_cache(maxsize=64)
+def _taps(in_size: int, out_size: int, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``first .. first + count`` of the antialiased triangle filter (the PIL/torch algorithm),
+    as (indices, weights), each ``count x taps``; short rows are padded with zero weights.
+
+    Weights are normalized by their sum taken left to right, so any language gets the same bits.
+    """
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    rows = []
+    for i in range(first, first + count):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        w = [max(1.0 - abs((j - center + 0.5) * invscale), 0.0) for j in range(lo, hi)]
+        total = 0.0
+        for v in w:
+            total += v
+        rows.append((lo, [v / total for v in w]))
+    taps = max(len(w) for _, w in rows)
+    index = np.array([[lo + min(k, len(w) - 1) for k in range(taps)] for lo, w in rows])
+    weight = np.array([w + [0.0] * (taps - len(w)) for _, w in rows], dtype=np.float64)
+    return index, weight
+
+
+def resized_shape(height: int, width: int, size: int, rule: str) -> tuple[int, int]:
+    """Size of the image before the crop: (size, size) for squash, shorter side = size otherwise."""
+    if rule == "squash":
+        return size, size
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def resize_uint8(image: np.ndarray, size: int, rule: str = "squash") -> np.ndarray:
+    """Resize an HxWx3 uint8 image to size x size x 3 uint8 by ``rule``.
+
+    A horizontal pass, then a vertical pass, each summing its taps left to right as
+    ``acc = acc + weight * pixel`` in float64 (a separate multiply and add, never fused), then
+    round half up and clip to 0..255. The apps repeat exactly these operations.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    new_h, new_w = resized_shape(h, w, size, rule)
+    ix, wx = _taps(w, new_w, (new_w - size) // 2, size)
+    iy, wy = _taps(h, new_h, (new_h - size) // 2, size)
+    src = image.astype(np.float64)
+    horiz = np.zeros((h, size, 3))
+    for k in range(ix.shape[1]):
+        horiz = horiz + src[:, ix[:, k], :] * wx[None, :, k, None]
+    out = np.zeros((size, size, 3))
+    for k in range(iy.shape[1]):
+        out = out + wy[:, k, None, None] * horiz[iy[:, k]]
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def normalize(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 images (HxWx3 or NxHxWx3) -> float32 normalized, channels first (3xHxW or Nx3xHxW)."""
+    x = images.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def preprocess_uint8(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """Decode and resize one image file: size x size x 3 uint8 (the model-ready pixels)."""
+    return resize_uint8(load_rgb(path), prep.size, prep.resize)
+
+
+def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """Decode, resize and normalize one image file: 3 x size x size float32."""
+    return normalize(preprocess_uint8(path, prep), prep)

@@ -1,0 +1,215 @@
+"""Teacher and KD student training end to end on generated data, resume, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kd_core.checkpoint import (
+    BINARY_LABELS,
+    DX_LABELS,
+    REQUIRED_KEYS,
+    build_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from kd_core.data.dataset import Batches
+from kd_core.data.transforms import Preprocessing
+from kd_core.engine import NonFiniteLossError, fit, resolve_runtime
+from kd_core.models import create_model
+from kd_core.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def common(data: Path, prepared: Path, out: Path, epochs: int = 2) -> list[str]:
+    return ["--data-dir", str(data), "--prepared-dir", str(prepared), "--image-size", "32",
+            "--epochs", str(epochs), "--batch-size", "32", "--out", str(out), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(synth_dir: Path, synth_prepared: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    assert train_main(["teacher", *common(synth_dir, synth_prepared, out),
+                       "--architecture", "tiny_resnet"]) == 0
+    return out / "best.pth"
+
+
+def test_teacher_run_writes_a_complete_checkpoint(teacher_ckpt: Path) -> None:
+    out = teacher_ckpt.parent
+    ckpt = load_checkpoint(teacher_ckpt)  # weights_only=True inside
+    assert set(REQUIRED_KEYS) <= set(ckpt) and ckpt["labels"] == BINARY_LABELS
+    assert ckpt["preprocessing"]["size"] == 32 and ckpt["config"]["role"] == "teacher"
+    assert 0 < ckpt["threshold"] < 1 and 0.05 <= ckpt["temperature"] <= 20
+    m = ckpt["metrics"]
+    # The threshold is set on validation to reach 95 % sensitivity there.
+    assert m["val"]["sensitivity"] >= 0.95
+    assert m["val_calibration"]["nll_after"] <= m["val_calibration"]["nll_before"] + 1e-9
+    assert {"roc_auc", "roc_auc_ci_low", "pr_auc", "ece", "brier"} <= set(m["holdout"])
+    for name in ("config.json", "metrics.json", "history.csv", "last.pth",
+                 "plots/training_curves.png", "plots/roc_pr.png", "plots/reliability.png"):
+        assert (out / name).is_file(), name
+
+
+def test_student_distils_from_the_teacher(teacher_ckpt: Path, synth_dir: Path,
+                                          synth_prepared: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    rc = train_main(["student", *common(synth_dir, synth_prepared, tmp_path),
+                     "--teacher-ckpt", str(teacher_ckpt), "--student-arch", "tiny_mobilenet",
+                     "--temperature", "2", "--alpha", "0.5"])
+    assert rc == 0
+    assert f"best checkpoint: {tmp_path / 'best.pth'}" in capsys.readouterr().out
+    with (tmp_path / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and float(rows[0]["kd_loss"]) > 0
+    assert load_checkpoint(tmp_path / "best.pth")["arch"] == "tiny_mobilenet"
+
+
+def test_torchvision_state_dict_loads_unchanged(tmp_path: Path) -> None:
+    import torchvision
+
+    model = create_model("mobilenet_v3_small", 7)
+    save_checkpoint(build_checkpoint(model, "mobilenet_v3_small", DX_LABELS, Preprocessing()),
+                    tmp_path / "m.pth")
+    ckpt = torch.load(tmp_path / "m.pth", weights_only=True)
+    plain = torchvision.models.mobilenet_v3_small(num_classes=7)
+    plain.load_state_dict(ckpt["state_dict"])  # strict
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(plain.eval()(x), model.eval()(x))
+
+
+def test_resume_after_kill_9(synth_dir: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "kd_core.train", "teacher",
+           *common(synth_dir, synth_prepared, tmp_path, epochs=6), "--architecture", "tiny_resnet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    history = tmp_path / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:  # 2 epochs done
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = history.read_text().splitlines()
+    assert 3 <= len(before) < 7, "the run should be killed mid-way"
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"after epoch {len(before) - 1}" in done.stdout
+    after = history.read_text().splitlines()
+    assert len(after) == 7 and after[: len(before)] == before
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    rt = resolve_runtime("cpu")
+    prep = Preprocessing(size=16)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    y = torch.tensor([0, 1] * 32)
+    train = Batches(x, y, prep, batch_size=16, device=rt.device, train=True)
+    val = Batches(x, y, prep, batch_size=64, device=rt.device)
+    model = create_model("tiny_mobilenet", 2)
+    calls = {"n": 0}
+
+    def step(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls["n"] += 1
+        loss = torch.nn.functional.cross_entropy(m(xb), yb)
+        return {"loss": loss * float("nan") if calls["n"] > 4 else loss}
+
+    def save_best(m: torch.nn.Module, info: dict[str, object]) -> None:
+        save_checkpoint(build_checkpoint(m, "tiny_mobilenet", BINARY_LABELS, prep),
+                        tmp_path / "best.pth")
+
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        fit(model, step, train, val, rt, epochs=3, lr=1e-3, weight_decay=0.0,
+            scheduler="cosine", patience=5, min_epochs=0, out_dir=tmp_path, positive_index=1,
+            save_best=save_best, config_key="k")
+    ckpt = load_checkpoint(tmp_path / "best.pth")
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+               if v.is_floating_point())
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+
+
+def _student(args: list[str], synth_dir: Path, prepared: Path, out: Path) -> int:
+    return train_main(["student", *common(synth_dir, prepared, out), "--student-arch",
+                       "tiny_mobilenet", *args])
+
+
+def test_teacher_of_another_class_count_is_refused(synth_dir: Path, synth_prepared: Path,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bad = save_checkpoint(build_checkpoint(create_model("tiny_resnet", 7), "tiny_resnet",
+                                           DX_LABELS, Preprocessing(size=32)), tmp_path / "t7.pth")
+    assert _student(["--teacher-ckpt", str(bad)], synth_dir, synth_prepared, tmp_path / "o") == 2
+    assert "teacher has 7 classes" in capsys.readouterr().err
+
+
+def test_teacher_of_another_architecture_is_refused(synth_dir: Path, synth_prepared: Path,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = build_checkpoint(create_model("tiny_mobilenet", 2), "tiny_resnet", BINARY_LABELS,
+                            Preprocessing(size=32))
+    bad = save_checkpoint(ckpt, tmp_path / "t.pth")
+    assert _student(["--teacher-ckpt", str(bad)], synth_dir, synth_prepared, tmp_path / "o") == 2
+    assert "weights do not fit tiny_resnet" in capsys.readouterr().err
+
+
+def test_truncated_and_unsafe_checkpoints_are_refused(teacher_ckpt: Path, synth_dir: Path,
+                                                      synth_prepared: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(teacher_ckpt.read_bytes()[: 3000])
+    assert _student(["--teacher-ckpt", str(cut)], synth_dir, synth_prepared, tmp_path / "o") == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"arch": Evil(str(marker))}, evil)
+    assert _student(["--teacher-ckpt", str(evil)], synth_dir, synth_prepared, tmp_path / "o") == 2
+    assert "refused to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+class Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (Path(self.path),))  # type: ignore[return-value]
+
+
+def test_validation_without_melanoma_is_refused(synth_dir: Path, synth_prepared: Path,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    prepared = tmp_path / "prepared"
+    shutil.copytree(synth_prepared, prepared)
+    lines = (prepared / "val_data.csv").read_text().splitlines()
+    (prepared / "val_data.csv").write_text(
+        "\n".join([lines[0], *[ln for ln in lines[1:] if not ln.endswith(",1")]]) + "\n")
+    rc = train_main(["teacher", *common(synth_dir, prepared, tmp_path / "o"),
+                     "--architecture", "tiny_resnet"])
+    assert rc == 2
+    assert "validation split has no melanoma" in capsys.readouterr().err
+
+
+def test_same_seed_same_weights(synth_dir: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert train_main(["teacher", *common(synth_dir, synth_prepared, tmp_path / name, 1),
+                           "--architecture", "tiny_resnet", "--no-cache"]) == 0
+    a = load_checkpoint(tmp_path / "a" / "best.pth")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "best.pth")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.isclose(load_checkpoint(tmp_path / "a" / "best.pth")["threshold"],
+                      load_checkpoint(tmp_path / "b" / "best.pth")["threshold"])
