@@ -184,7 +184,9 @@ class FitResult:
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
                    ) -> torch.optim.lr_scheduler.LRScheduler:
     if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+        # OneCycleLR needs a few steps per phase; tiny smoke runs just stop early in the cycle.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
+                                                   total_steps=max(total_steps, 8),
                                                    pct_start=0.25)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)

@@ -324,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, NonFiniteLossError):
             print(f"the last good checkpoint is kept in {args.out}", file=sys.stderr)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

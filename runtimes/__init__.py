@@ -1,1 +1,161 @@
-"""placeholder"""
+"""Runtimes: load an exported artefact (or a checkpoint) in its real runtime and get logits.
+
+One runner per format, registered with ``@register_runtime(format)``; ``load_runner(entry,
+manifest_dir, threads)`` picks it from a manifest entry (docs/MANIFEST.md). Every runner takes
+float32 NCHW normalized images ``(N, 3, H, W)`` and returns float64 logits ``(N, K)``: the base
+class reads the entry for layout (NCHW/NHWC) and I/O quantization, quantizes inputs and
+dequantizes outputs with ``runtimes.quant``, and loops single images when the artefact has a
+fixed batch of 1. A runtime that cannot run on this host raises ``RuntimeUnavailable`` (Core ML
+off macOS), which callers report as a status. Importing this package needs numpy alone; backends
+are imported inside the format modules' functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtimes.quant import dequantize, quantize
+
+BUILTIN_RUNTIMES = {"torch": "torch_eager", "onnx": "onnx", "tflite": "tflite",
+                    "executorch": "executorch", "coreml": "coreml"}
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime cannot run on this host (for example Core ML off macOS); not a failure."""
+
+
+class RuntimeLoadError(ValueError):
+    """An artefact or manifest entry that cannot be loaded; the message names the file."""
+
+
+class Runner:
+    """A loaded model. Subclasses implement ``_load`` and ``_run`` on the artefact's own tensors."""
+
+    runtime = "?"  # human-readable runtime name, with version
+
+    def __init__(self, entry: dict[str, Any], path: Path, threads: int) -> None:
+        self.entry, self.path, self.threads = entry, path, max(1, int(threads))
+        self.name = str(entry.get("name", path.stem))
+        inp, out = entry.get("input") or {}, entry.get("output") or {}
+        self.layout = str(inp.get("layout") or "NCHW")
+        self.in_quant, self.out_quant = inp.get("quantization"), out.get("quantization")
+        self.in_dtype = str(inp.get("dtype") or "float32")
+        self.kind = str(out.get("kind") or "logits")
+        shape = inp.get("shape") or [1]
+        self.fixed_batch = shape[0] == 1
+        self.temperature = float(entry.get("temperature", 1.0))
+        start = time.perf_counter()
+        self._load()
+        self.load_seconds = time.perf_counter() - start
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """One batch in the artefact's layout and dtype -> raw outputs (N, K)."""
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW normalized images (N, 3, H, W) -> float64 logits (N, K)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected images (N, 3, H, W), got {x.shape}")
+        batches = [x[i : i + 1] for i in range(len(x))] if self.fixed_batch else [x]
+        return np.concatenate([self._finish(self._run(self._prepare(b))) for b in batches])
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        if self.layout == "NHWC":
+            x = np.moveaxis(x, 1, -1)
+        if self.in_quant is not None:
+            return quantize(x, self.in_quant["scale"], self.in_quant["zero_point"], self.in_dtype)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _finish(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y).reshape(len(y), -1)
+        if self.out_quant is not None:
+            z = dequantize(y, self.out_quant["scale"], self.out_quant["zero_point"])
+        else:
+            z = y.astype(np.float64)
+        if self.kind == "probabilities":  # softmax(logits / T) -> logits up to a constant
+            z = self.temperature * np.log(np.clip(z, 1e-300, None))
+        return z
+
+
+RunnerFactory = Callable[[dict[str, Any], Path, int], Runner]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    format: str
+    factory: RunnerFactory
+
+
+RUNTIMES: dict[str, RuntimeSpec] = {}
+
+
+def register_runtime(fmt: str) -> Callable[[type[Runner]], type[Runner]]:
+    """Register the runner class of a format; a format may be registered once."""
+
+    def deco(cls: type[Runner]) -> type[Runner]:
+        if fmt in RUNTIMES:
+            raise ValueError(f"runtime {fmt!r} is registered twice")
+        RUNTIMES[fmt] = RuntimeSpec(fmt, cls)
+        return cls
+
+    return deco
+
+
+def _load_builtin(fmt: str) -> None:
+    if fmt in BUILTIN_RUNTIMES and fmt not in RUNTIMES:
+        importlib.import_module(f"runtimes.{BUILTIN_RUNTIMES[fmt]}")
+
+
+def list_runtimes() -> list[str]:
+    """Registered formats, built-in ones first."""
+    for fmt in BUILTIN_RUNTIMES:
+        _load_builtin(fmt)
+    return [f for f in BUILTIN_RUNTIMES if f in RUNTIMES] + sorted(
+        f for f in RUNTIMES if f not in BUILTIN_RUNTIMES)
+
+
+def get_runtime(fmt: str) -> RuntimeSpec:
+    _load_builtin(fmt)
+    if fmt not in RUNTIMES:
+        raise KeyError(f"no runtime for format {fmt!r}; known: {', '.join(list_runtimes())}")
+    return RUNTIMES[fmt]
+
+
+def load_runner(entry: dict[str, Any], manifest_dir: Path, threads: int = 1) -> Runner:
+    """Load the artefact a manifest entry describes (its ``path`` relative to ``manifest_dir``)."""
+    for key in ("format", "path"):
+        if key not in entry:
+            raise RuntimeLoadError(f"{manifest_dir}: manifest entry {entry.get('name')!r} "
+                                   f"lacks {key!r}")
+    path = Path(manifest_dir) / str(entry["path"])
+    if not path.exists():
+        raise RuntimeLoadError(f"{path}: artefact not found (manifest entry {entry.get('name')!r})")
+    try:
+        spec = get_runtime(str(entry["format"]))
+    except KeyError as exc:
+        raise RuntimeLoadError(f"{path}: {exc.args[0]}") from None
+    return spec.factory(entry, path, threads)
+
+
+__all__ = [
+    "RUNTIMES",
+    "Runner",
+    "RuntimeLoadError",
+    "RuntimeSpec",
+    "RuntimeUnavailable",
+    "get_runtime",
+    "list_runtimes",
+    "load_runner",
+    "register_runtime",
+]

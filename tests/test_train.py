@@ -213,3 +213,60 @@ def test_same_seed_same_weights(synth_dir: Path, synth_prepared: Path, tmp_path:
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.isclose(load_checkpoint(tmp_path / "a" / "best.pth")["threshold"],
                       load_checkpoint(tmp_path / "b" / "best.pth")["threshold"])
+
+
+def test_ddp_with_torchrun_on_cpu(synth_dir: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    """The same CLI under torchrun: two gloo processes share each batch; rank 0 writes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "kd_core.train", "teacher", *common(synth_dir, synth_prepared, tmp_path),
+           "--architecture", "tiny_resnet"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best checkpoint:") == 1  # printed by rank 0 only
+    with (tmp_path / "history.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+    assert load_checkpoint(tmp_path / "best.pth")["arch"] == "tiny_resnet"
+
+
+def test_imagenet_weights_without_network_fail_clearly(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    from kd_core.models import PretrainedWeightsError
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(PretrainedWeightsError, match="--pretrained none") as info:
+        create_model("mobilenet_v3_small", 2, pretrained="imagenet")
+    assert "mobilenet_v3_small" in str(info.value) and "--pretrained /path/to/" in str(info.value)
+
+
+def test_pretrained_from_a_local_file_keeps_a_fresh_head(tmp_path: Path) -> None:
+    source = create_model("mobilenet_v3_small", 1000 // 500)  # stands in for ImageNet weights
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    model = create_model("mobilenet_v3_small", 7, pretrained=str(tmp_path / "w.pth"))
+    assert torch.equal(model.features[0][0].weight, source.features[0][0].weight)
+    assert model.classifier[-1].out_features == 7
+    with pytest.raises(ValueError, match="match this architecture"):
+        create_model("resnet18", 2, pretrained=str(tmp_path / "w.pth"))
+
+
+def test_ablation_grid_writes_table_and_plot(teacher_ckpt: Path, synth_dir: Path,
+                                             synth_prepared: Path, tmp_path: Path) -> None:
+    from kd_core.ablation import main as ablation_main
+
+    rc = ablation_main(["--temperatures", "2", "--alphas", "0.5", "--out", str(tmp_path),
+                        *common(synth_dir, synth_prepared, tmp_path, epochs=1)[:-4],
+                        "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+                        "--teacher-ckpt", str(teacher_ckpt), "--student-arch", "tiny_mobilenet"])
+    assert rc == 0
+    with (tmp_path / "ablation.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == ["no_kd", "kd_T2_a0.5"]
+    assert all(0 <= float(r["roc_auc"]) <= 1 for r in rows)
+    assert "| no_kd |" in (tmp_path / "ablation.md").read_text()
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"

@@ -184,10 +184,29 @@ def _qparams(node: fx.Node, name: str) -> tuple[Any, ...] | None:
     return tuple(node.args[1:6])
 
 
+def collapse_requantize(gm: fx.GraphModule) -> int:
+    """``q(dq(t))`` with the same parameters is ``t``: drop such pairs (exact)."""
+    count = 0
+    for q in list(gm.graph.nodes):
+        params = _qparams(q, _Q)
+        dq = q.args[0] if params is not None else None
+        if not isinstance(dq, fx.Node) or _qparams(dq, _DQ) != params:
+            continue
+        src = dq.args[0]
+        if isinstance(src, fx.Node):
+            q.replace_all_uses_with(src)
+            count += 1
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return count
+
+
 def drop_redundant_clamps(gm: fx.GraphModule) -> int:
     """After ``convert_pt2e``: remove ``dq -> hardtanh(lo, hi) -> q`` when the quantized range
     already lies inside [lo, hi] and ``q`` has the same parameters (the clamp is then the identity
-    on every representable value). Returns how many were removed."""
+    on every representable value), then drop the requantize pairs left behind. Returns how many
+    clamps were removed."""
+    collapse_requantize(gm)
     count = 0
     for act in list(gm.graph.nodes):
         if act.op != "call_function" or act.target != aten.hardtanh.default:

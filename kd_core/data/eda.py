@@ -248,12 +248,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(paths)} plots to {args.out}: {', '.join(p.name for p in paths)}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Latency the way the field measures it: one fresh process per (model, thread count), thread
+pools fixed, one image at batch 1, warm-up runs discarded, then many timed runs reported as
+p50/p90/p99/mean, plus the load time and the process's peak resident memory.
+
+The parent calls ``measure_isolated``; the child is
+
+    python -m benchmarks.latency --entry JSON --root DIR --threads T --runs N --warmup W \
+        [--input X.npy]
+
+and prints one line ``EDGEKD_LATENCY {json}``. The child imports numpy and the one runtime it
+times (no torch unless the runtime needs it), so its peak memory is that runtime's footprint
+plus the interpreter. Exit codes: 0 timed, 3 runtime unavailable here (status in the JSON),
+1 failed (error in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MARK = "EDGEKD_LATENCY "
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+EXIT_UNAVAILABLE = 3
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    runs: int = 100
+    warmup: int = 10
+    timeout_s: float = 900.0
+
+
+def summarize(times_ms: list[float]) -> dict[str, Any]:
+    t = np.asarray(times_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "mean_ms": float(t.mean()), "min_ms": float(t.min()), "max_ms": float(t.max()),
+            "std_ms": float(t.std()), "runs": len(t)}
+
+
+def _rss_mb() -> float | None:
+    """Current resident memory (Linux /proc), or None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def measure(entry: dict[str, Any], root: Path, threads: int, settings: LatencySettings,
+            image: np.ndarray) -> dict[str, Any]:
+    """Time ``entry``'s runner in this process (the child side): load, warm up, run."""
+    from runtimes import load_runner
+
+    rss_before = _rss_mb()
+    runner = load_runner(entry, root, threads)
+    x = np.ascontiguousarray(image[None], dtype=np.float32)
+    start = time.perf_counter()
+    runner.predict(x)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(max(0, settings.warmup - 1)):
+        runner.predict(x)
+    times = []
+    for _ in range(settings.runs):
+        start = time.perf_counter()
+        runner.predict(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"status": "ok", "runtime": runner.runtime, "threads": threads,
+            "load_ms": runner.load_seconds * 1e3, "first_ms": first_ms,
+            "warmup": settings.warmup, **summarize(times),
+            "peak_memory_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before}
+
+
+def host_device() -> str:
+    """CPU model and logical core count of this host, e.g. ``AMD EPYC 7B13 (2 logical cores)``."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} logical cores)"
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of Python and of every runtime the harness may load."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("edgekd", "numpy", "torch", "onnxruntime", "ai-edge-litert", "executorch",
+                 "coremltools"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({k: str(threads) for k in THREAD_ENV})
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def measure_isolated(entry: dict[str, Any], root: Path, threads: int,
+                     settings: LatencySettings, image_path: Path | None = None) -> dict[str, Any]:
+    """Run ``measure`` in a fresh Python process; returns its JSON (``status`` says how it went)."""
+    cmd = [sys.executable, "-m", "benchmarks.latency", "--entry", json.dumps(entry),
+           "--root", str(root), "--threads", str(threads), "--runs", str(settings.runs),
+           "--warmup", str(settings.warmup)]
+    if image_path is not None:
+        cmd += ["--input", str(image_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads),
+                              timeout=settings.timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return {"status": f"error: latency run timed out after {settings.timeout_s:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARK):
+            return dict(json.loads(line[len(MARK):]))
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"status": f"error: latency process exited {proc.returncode}: {' | '.join(tail)}"}
+
+
+def time_entry(entry: dict[str, Any], root: Path, threads: tuple[int, ...],
+               settings: LatencySettings, image: Path | None = None) -> dict[str, Any]:
+    """Row fields (latency by thread count, load_ms, peak_memory_mb, latency_error) from one
+    fresh process per thread count; load time from the first count's (cold) process."""
+    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms", "runs",
+            "first_ms", "warmup")
+    latency, loads, peaks, errors = {}, [], [], []
+    for t in threads:
+        got = measure_isolated(entry, root, t, settings, image)
+        if got.get("status") != "ok":
+            errors.append(f"{t} thread(s): {got.get('status')}")
+            continue
+        latency[str(t)] = {k: got[k] for k in keys}
+        loads.append(got["load_ms"])
+        peaks.append(got["peak_memory_mb"])
+    out: dict[str, Any] = {"latency": latency, "load_ms": loads[0] if loads else None,
+                           "peak_memory_mb": max(peaks) if peaks else None}
+    if errors:
+        out["latency_error"] = "; ".join(errors)
+    return out
+
+
+def _image(path: Path | None, entry: dict[str, Any]) -> np.ndarray:
+    if path is not None:
+        return np.load(path).astype(np.float32)
+    size = int(entry["preprocessing"]["size"])
+    return np.random.default_rng(0).standard_normal((3, size, size)).astype(np.float32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency",
+                                description="Time one model in this process (one JSON line).")
+    p.add_argument("--entry", required=True, help="manifest entry as JSON")
+    p.add_argument("--root", type=Path, required=True, help="folder the entry's path is under")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=LatencySettings.runs)
+    p.add_argument("--warmup", type=int, default=LatencySettings.warmup)
+    p.add_argument("--input", type=Path, default=None,
+                   help=".npy of one normalized 3 x H x W image (default: seeded noise)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runtimes import RuntimeUnavailable
+
+    args = build_parser().parse_args(argv)
+    entry = json.loads(args.entry)
+    settings = LatencySettings(runs=args.runs, warmup=args.warmup)
+    code = 0
+    try:
+        out = measure(entry, args.root, args.threads, settings, _image(args.input, entry))
+    except RuntimeUnavailable as exc:
+        out, code = {"status": str(exc)}, EXIT_UNAVAILABLE
+    except Exception as exc:
+        out, code = {"status": f"error: {type(exc).__name__}: {exc}"}, 1
+    print(MARK + json.dumps(out), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Render a results folder: ``results.md``, ``results.csv``, plots, and the README's table.
+
+    python -m benchmarks.report R [--update-readme [README.md]]
+
+Everything is derived from ``R/results.json`` (and ``R/predictions.npz`` for the plots), so the
+same results give the same bytes. ``--update-readme`` replaces the text between
+``<!-- deployment-metrics:start -->`` and ``<!-- deployment-metrics:end -->`` with the
+"Deployment metrics" table; a README without both markers is an error, nothing is created.
+Phone rows (``location: android``) merged in by ``benchmarks.android`` are shown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmarks.parity import row_verdict
+from kd_core.io import atomic_write_text
+
+START, END = "<!-- deployment-metrics:start -->", "<!-- deployment-metrics:end -->"
+
+
+class ReportError(ValueError):
+    """A results folder or README that cannot be rendered; names the file."""
+
+
+def load(out_dir: Path) -> dict[str, Any]:
+    from benchmarks.android.results import ResultsError, load_results
+
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise ReportError(f"{path}: results not found (run python -m benchmarks.run)")
+    try:
+        return load_results(path)
+    except ResultsError as exc:
+        raise ReportError(str(exc)) from None
+
+
+# ---- number formatting ----------------------------------------------------------------------
+
+
+def num(v: Any, digits: int = 3, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def size_mb(row: Mapping[str, Any]) -> str:
+    b = row.get("size_bytes")
+    return "-" if b is None else f"{b / 1e6:.2f}"
+
+
+def host_threads(results: Mapping[str, Any]) -> list[str]:
+    keys = {k for r in rows_of(results, "host") for k in (r.get("latency") or {})}
+    return sorted(keys, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+
+
+def p50s(row: Mapping[str, Any], threads: list[str]) -> str:
+    lat = row.get("latency") or {}
+    if not lat:
+        return "-"
+    if set(lat) <= set(threads):
+        return " / ".join(num(lat[k]["p50_ms"], 2) if k in lat else "-" for k in threads)
+    return ", ".join(f"{num(v.get('p50_ms'), 2)} ({k}T)" for k, v in sorted(lat.items()))
+
+
+def roc_auc(row: Mapping[str, Any]) -> float | None:
+    acc = row.get("accuracy") or {}
+    v = acc.get("roc_auc", acc.get("auc"))
+    return None if v is None else float(v)
+
+
+def rows_of(results: Mapping[str, Any], location: str | None = None) -> list[dict[str, Any]]:
+    rows = [r for r in results.get("rows", []) if isinstance(r, dict)]
+    return [r for r in rows if location is None or r.get("location", "host") == location]
+
+
+def student_auc(results: Mapping[str, Any]) -> float | None:
+    ref = next((r for r in rows_of(results, "host") if r.get("role") == "student"), None)
+    return None if ref is None else roc_auc(ref)
+
+
+# ---- tables ---------------------------------------------------------------------------------
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def deployment_table(results: Mapping[str, Any]) -> str:
+    """The README's "Deployment metrics" table (host rows, then phone rows)."""
+    threads = host_threads(results)
+    ref_auc, gate = student_auc(results), results.get("gate")
+    head = ["Model", "Format", "Precision", "Runtime", "Device", "Size (MB)",
+            f"Latency p50 (ms, {' / '.join(threads) or '-'} threads)", "ROC-AUC",
+            "ΔROC-AUC vs float student", "ECE", "Gate"]
+    body = []
+    for r in [*rows_of(results, "host"), *rows_of(results, "android")]:
+        auc, acc = roc_auc(r), r.get("accuracy") or {}
+        delta = None if auc is None or ref_auc is None else auc - ref_auc
+        status = str(r.get("status", "ok"))
+        verdict = row_verdict(r, gate)
+        if status != "ok" and verdict == "-":
+            verdict = status[:40]
+        body.append([str(r.get("name")), str(r.get("format")), str(r.get("precision")),
+                     str(r.get("runtime")), f"{r.get('location', 'host')}: {r.get('device')}",
+                     size_mb(r), p50s(r, threads), num(auc), num(delta, 4, signed=True),
+                     num(acc.get("ece")), verdict])
+    return _md_table(head, body)
+
+
+summary_table = deployment_table
+
+
+def accuracy_table(results: Mapping[str, Any]) -> str:
+    head = ["Model", "Status", "ROC-AUC [95% CI]", "PR-AUC", "Sens @thr", "Spec @thr",
+            "ECE (T)", "ECE (T=1)", "Brier", "Agree student", "max |Δp| student",
+            "Agree teacher", "max |Δp| teacher", "Gate"]
+    body = []
+    for r in rows_of(results, "host"):
+        a = r.get("accuracy") or {}
+        ci = (f" [{num(a.get('roc_auc_ci_low'))}, {num(a.get('roc_auc_ci_high'))}]"
+              if a.get("roc_auc_ci_low") is not None else "")
+        body.append([str(r["name"]), str(r.get("status")), num(a.get("roc_auc")) + ci,
+                     num(a.get("pr_auc")), num(a.get("sensitivity")), num(a.get("specificity")),
+                     num(a.get("ece")), num(a.get("ece_uncalibrated")), num(a.get("brier")),
+                     num(a.get("decision_agreement_vs_student")),
+                     num(a.get("max_abs_dp_vs_student"), 4),
+                     num(a.get("decision_agreement_vs_teacher")),
+                     num(a.get("max_abs_dp_vs_teacher"), 4), row_verdict(r, results.get("gate"))])
+    return _md_table(head, body)
+
+
+def cost_table(results: Mapping[str, Any]) -> str:
+    threads = host_threads(results)
+    head = ["Model", "Runtime", "Size (MB)", "Load (ms)", "Peak RSS (MB)"]
+    head += [f"p50 / p90 / p99 ms ({t}T)" for t in threads]
+    body = []
+    for r in rows_of(results, "host"):
+        lat = r.get("latency") or {}
+        cells = [" / ".join(num(lat[t][k], 2) for k in ("p50_ms", "p90_ms", "p99_ms"))
+                 if t in lat else "-" for t in threads]
+        body.append([str(r["name"]), str(r.get("runtime")), size_mb(r), num(r.get("load_ms"), 1),
+                     num(r.get("peak_memory_mb"), 0), *cells])
+    return _md_table(head, body)
+
+
+def gate_lines(gate: Mapping[str, Any] | None) -> list[str]:
+    if gate is None:
+        return ["gate: NOT EVALUATED (the float student did not run)"]
+    tol = gate["tolerances"]
+    lines = [f"FAIL {v['name']}: {v['message']}" for v in gate["violations"]]
+    lines += [f"SKIP {s['name']}: {s['reason']}" for s in gate["skipped"]]
+    verdict = "PASSED" if gate["passed"] else "FAILED"
+    enforced = "" if gate.get("enforced", True) else " (not enforced: --no-gate)"
+    lines.append(f"gate {verdict}{enforced}: {len(gate['checked'])} artefact(s) checked against "
+                 f"{gate['reference']} (|ΔROC-AUC| <= {tol['max_auc_delta']:g}, sensitivity >= "
+                 f"{tol['min_sensitivity']:g}, ECE <= float + {tol['max_ece_delta']:g})")
+    return lines
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    m = results.get("meta", {})
+    lat = m.get("latency") or {}
+    parts = [
+        "# Benchmark results", "",
+        f"- data: `{m.get('data')}` split `{m.get('split')}`: {m.get('n')} images, "
+        f"{m.get('n_pos')} melanoma (prevalence {num(m.get('prevalence'))})",
+        f"- host: {m.get('host')}; threads {m.get('threads')}; latency: batch 1, "
+        f"{lat.get('warmup')} warm-up + {lat.get('runs')} timed runs, one process per run",
+        f"- created {m.get('created')}", *[f"- warning: {w}" for w in m.get("warnings", [])],
+        "", "## Deployment metrics", "", deployment_table(results),
+        "", "## Accuracy (each model at its shipped temperature and threshold)", "",
+        accuracy_table(results), "", "## Cost on this host", "", cost_table(results),
+        "", "## Parity gate", "", "```", *gate_lines(results.get("gate")), "```", "",
+    ]
+    return "\n".join(parts)
+
+
+def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flat(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def csv_text(results: Mapping[str, Any]) -> str:
+    rows = [flat(r) for r in rows_of(results)]
+    first = ["name", "role", "format", "precision", "runtime", "device", "location", "status"]
+    cols = first + sorted({k for r in rows for k in r} - set(first))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace the marked block of ``readme`` with ``table``; True if the file changed."""
+    if not readme.is_file():
+        raise ReportError(f"{readme}: README not found")
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ReportError(f"{readme}: markers {START} and {END} not found (in that order); "
+                          "add them where the table belongs")
+    block = f"{START}\n<!-- generated by python -m benchmarks.report; do not edit -->\n\n" \
+            f"{table}\n\n"
+    new = text[:start] + block + text[end:]
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
+
+
+def _scored(results: Mapping[str, Any], npz: Path) -> dict[str, tuple[Any, Any]]:
+    """Row name -> (0/1 melanoma labels, p(melanoma) at the row's temperature), host rows."""
+    import numpy as np
+
+    from kd_core.metrics import softmax
+
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    y = arrays["y_pos"]
+    out = {}
+    for r in rows_of(results, "host"):
+        z, acc = arrays.get(f"logits__{r['name']}"), r.get("accuracy") or {}
+        if z is not None and acc:
+            pos = int(acc.get("positive_index", 1))
+            out[str(r["name"])] = (y, softmax(z, float(acc.get("temperature", 1.0)))[:, pos])
+    return out
+
+
+def plot_cost(results: Mapping[str, Any], out: Path) -> Path:
+    """Size (x, log) vs 1-thread p50 latency (y); colour and label = ROC-AUC."""
+    from matplotlib.figure import Figure
+
+    from kd_core.io import atomic_path
+
+    threads = host_threads(results)
+    key = threads[0] if threads else "1"
+    pts: list[tuple[str, float, float, float]] = []  # name, MB, p50 ms, ROC-AUC
+    for r in rows_of(results, "host"):
+        lat, auc = (r.get("latency") or {}).get(key), roc_auc(r)
+        if lat and auc is not None and r.get("size_bytes"):
+            pts.append((str(r["name"]), r["size_bytes"] / 1e6, float(lat["p50_ms"]), auc))
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.subplots()
+    if pts:
+        sc = ax.scatter([p[1] for p in pts], [p[2] for p in pts], c=[p[3] for p in pts],
+                        cmap="viridis", s=80, edgecolor="black")
+        fig.colorbar(sc, ax=ax, label="ROC-AUC")
+        for name, mb, ms, auc in pts:
+            ax.annotate(f"{name}\nAUC {auc:.3f}", (mb, ms), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+    ax.set(xlabel="size (MB, log)", ylabel=f"p50 latency (ms, {key} thread(s), batch 1)",
+           title="ROC-AUC vs size vs latency")
+    ax.grid(alpha=0.3)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return out
+
+
+def write_plots(results: Mapping[str, Any], npz: Path, plots: Path) -> list[Path]:
+    from kd_core.plots import plot_reliability_grid, plot_roc_pr
+
+    scored = _scored(results, npz)
+    written = [plot_cost(results, plots / "auc_size_latency.png")]
+    if scored:
+        rel = {name: (p, y) for name, (y, p) in scored.items()}
+        written.append(plot_reliability_grid(rel, plots / "reliability.png"))
+        written.append(plot_roc_pr(scored, plots / "roc.png"))
+    return written
+
+
+def write_report(out_dir: Path) -> list[Path]:
+    """results.md, results.csv and plots (when predictions.npz is there) from results.json."""
+    out_dir = Path(out_dir)
+    results = load(out_dir)
+    atomic_write_text(out_dir / "results.md", render_markdown(results))
+    atomic_write_text(out_dir / "results.csv", csv_text(results))
+    written = [out_dir / "results.md", out_dir / "results.csv"]
+    if (out_dir / "predictions.npz").is_file():
+        written += write_plots(results, out_dir / "predictions.npz", out_dir / "plots")
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                description="Render R/results.json as Markdown, CSV and plots.")
+    p.add_argument("results_dir", type=Path, metavar="R", help="folder with results.json")
+    p.add_argument("--update-readme", nargs="?", const=Path("README.md"), type=Path,
+                   metavar="README", help="replace the Deployment metrics block (default "
+                   "README.md)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = write_report(args.results_dir)
+        if args.update_readme is not None:
+            changed = update_readme(args.update_readme, deployment_table(load(args.results_dir)))
+            print(f"{args.update_readme}: {'updated' if changed else 'already up to date'}")
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
