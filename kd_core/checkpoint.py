@@ -18,8 +18,16 @@ from kd_core.data.transforms import Preprocessing
 from kd_core.io import atomic_path
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "arch", "num_classes", "labels", "state_dict",
-                 "preprocessing", "temperature", "threshold")
+REQUIRED_KEYS = (
+    "format_version",
+    "arch",
+    "num_classes",
+    "labels",
+    "state_dict",
+    "preprocessing",
+    "temperature",
+    "threshold",
+)
 BINARY_LABELS = ["other", "melanoma"]
 DX_LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
@@ -31,8 +39,12 @@ class CheckpointError(ValueError):
 def versions() -> dict[str, str]:
     import torchvision
 
-    return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__), "edgekd": _edgekd_version()}
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "edgekd": _edgekd_version(),
+    }
 
 
 def _edgekd_version() -> str:
@@ -148,8 +160,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
+        arch, k = ckpt["arch"], ckpt["num_classes"]
         raise CheckpointError(
-            f"{path}: weights do not fit {ckpt['arch']} with {ckpt['num_classes']} classes ({first})"
+            f"{path}: weights do not fit {arch} with {k} classes ({first})"
         ) from None
     return model.eval()
 

@@ -56,8 +56,7 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def resolve_runtime(device: str = "auto", amp: str = "auto", channels_last: bool = True
-                    ) -> Runtime:
+def resolve_runtime(device: str = "auto", amp: str = "auto", channels_last: bool = True) -> Runtime:
     """Pick the device (and join a torchrun DDP group when WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -77,30 +76,46 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", channels_last: bool
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp_dtype = {"auto": torch.bfloat16 if dev.type == "cuda" else None, "bf16": torch.bfloat16,
-                 "fp16": torch.float16, "off": None}[amp]
+    amp_dtype = {
+        "auto": torch.bfloat16 if dev.type == "cuda" else None,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+        "off": None,
+    }[amp]
     return Runtime(dev, amp_dtype, channels_last and dev.type == "cuda", rank, world)
 
 
 def _shard(batches: Batches, rt: Runtime) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for x, y in batches:
         if rt.world_size > 1:
-            x, y = x[rt.rank::rt.world_size], y[rt.rank::rt.world_size]
+            x, y = x[rt.rank :: rt.world_size], y[rt.rank :: rt.world_size]
         yield x, y
 
 
-def train_one_epoch(model: nn.Module, step: StepFn, batches: Batches,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, rt: Runtime,
-                    scaler: torch.amp.GradScaler | None = None, desc: str = "train"
-                    ) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    step: StepFn,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rt: Runtime,
+    scaler: torch.amp.GradScaler | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
     """One pass over ``batches``; returns mean losses and images/s. Raises on NaN/inf loss."""
     from tqdm import tqdm
 
     model.train()
     totals: dict[str, torch.Tensor] = {}
     seen, start = 0, time.perf_counter()
-    bar = tqdm(_shard(batches, rt), total=len(batches), desc=desc, leave=False, unit="batch",
-               disable=not rt.is_main)
+    bar = tqdm(
+        _shard(batches, rt),
+        total=len(batches),
+        desc=desc,
+        leave=False,
+        unit="batch",
+        disable=not rt.is_main,
+    )
     for i, (x, y) in enumerate(bar):
         with rt.autocast():
             out = step(model, rt.prepare(x), y)
@@ -126,8 +141,11 @@ def train_one_epoch(model: nn.Module, step: StepFn, batches: Batches,
     if rt.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {**{k: float(v) / max(seen, 1) for k, v in totals.items()},
-            "images_per_s": seen * rt.world_size / seconds, "train_seconds": seconds}
+    return {
+        **{k: float(v) / max(seen, 1) for k, v in totals.items()},
+        "images_per_s": seen * rt.world_size / seconds,
+        "train_seconds": seconds,
+    }
 
 
 @torch.no_grad()
@@ -160,13 +178,17 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def val_auc(model: nn.Module, val: Batches, rt: Runtime, positive_index: int
-            ) -> tuple[float, float, np.ndarray, np.ndarray]:
+def val_auc(
+    model: nn.Module, val: Batches, rt: Runtime, positive_index: int
+) -> tuple[float, float, np.ndarray, np.ndarray]:
     """Validation ROC-AUC (melanoma one-vs-rest), loss, logits and labels."""
     logits, labels = predict(model, val, rt)
     y_pos = (labels == positive_index).astype(np.int64)
-    auc = roc_auc(y_pos, positive_scores(logits, positive_index)) if 0 < y_pos.sum() < len(
-        y_pos) else math.nan
+    auc = (
+        roc_auc(y_pos, positive_scores(logits, positive_index))
+        if 0 < y_pos.sum() < len(y_pos)
+        else math.nan
+    )
     t = torch.from_numpy(logits)
     loss = float(torch.nn.functional.cross_entropy(t, torch.from_numpy(labels)))
     return auc, loss, logits, labels
@@ -181,13 +203,14 @@ class FitResult:
     stopped_early: bool
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     if name == "onecycle":
         # OneCycleLR needs a few steps per phase; tiny smoke runs just stop early in the cycle.
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
-                                                   total_steps=max(total_steps, 8),
-                                                   pct_start=0.25)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=max(total_steps, 8), pct_start=0.25
+        )
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     raise ValueError(f"unknown scheduler {name!r}; use 'onecycle' or 'cosine'")
@@ -203,29 +226,53 @@ def _broadcast(value: float, rt: Runtime) -> float:
     return float(t.item())
 
 
-def fit(model: nn.Module, step: StepFn, train: Batches, val: Batches, rt: Runtime, *,
-        epochs: int, lr: float, weight_decay: float, scheduler: str, patience: int,
-        min_epochs: int, out_dir: Path, positive_index: int, save_best: Callable[[nn.Module, dict[str, Any]], None],
-        config_key: str, resume: bool = True) -> FitResult:
+def fit(
+    model: nn.Module,
+    step: StepFn,
+    train: Batches,
+    val: Batches,
+    rt: Runtime,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    scheduler: str,
+    patience: int,
+    min_epochs: int,
+    out_dir: Path,
+    positive_index: int,
+    save_best: Callable[[nn.Module, dict[str, Any]], None],
+    config_key: str,
+    resume: bool = True,
+) -> FitResult:
     """Train with early stopping on validation ROC-AUC; resumable from ``out_dir/last.pth``.
 
     Early stopping needs ``patience`` epochs without a gain and at least ``min_epochs`` epochs.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     core = model
-    model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last
-                     else torch.contiguous_format)
+    model = model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if rt.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model, device_ids=[rt.device.index]
-                                        if rt.device.type == "cuda" else None)
-    opt = torch.optim.AdamW(core.parameters(), lr=lr, weight_decay=weight_decay,
-                            fused=rt.device.type == "cuda")
+        model = DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
+    opt = torch.optim.AdamW(
+        core.parameters(), lr=lr, weight_decay=weight_decay, fused=rt.device.type == "cuda"
+    )
     sched = make_scheduler(scheduler, opt, lr, epochs * len(train))
     scaler = torch.amp.GradScaler() if rt.amp_dtype == torch.float16 else None
-    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
-             "done": False}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_auc": -1.0,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "done": False,
+    }
     last = out_dir / "last.pth"
     if resume and last.is_file():
         state = _load_state(last, config_key, core, opt, sched, train)
@@ -235,13 +282,18 @@ def fit(model: nn.Module, step: StepFn, train: Batches, val: Batches, rt: Runtim
 
     while not state["done"] and state["epoch"] < epochs:
         epoch = state["epoch"] + 1
-        stats = train_one_epoch(model, step, train, opt, sched, rt, scaler,
-                                desc=f"epoch {epoch}/{epochs}")
+        stats = train_one_epoch(
+            model, step, train, opt, sched, rt, scaler, desc=f"epoch {epoch}/{epochs}"
+        )
         auc, loss, _, _ = val_auc(core, val, rt, positive_index)
         auc = _broadcast(auc, rt)
-        row = {"epoch": epoch, **{k: round(v, 6) for k, v in stats.items()},
-               "val_loss": round(loss, 6), "val_roc_auc": round(auc, 6),
-               "lr": opt.param_groups[0]["lr"]}
+        row = {
+            "epoch": epoch,
+            **{k: round(v, 6) for k, v in stats.items()},
+            "val_loss": round(loss, 6),
+            "val_roc_auc": round(auc, 6),
+            "lr": opt.param_groups[0]["lr"],
+        }
         state["history"].append(row)
         improved = auc > state["best_auc"]
         if improved:
@@ -254,42 +306,75 @@ def fit(model: nn.Module, step: StepFn, train: Batches, val: Batches, rt: Runtim
         # While the learning rate is high, validation AUC swings; stop only once it anneals.
         state["done"] = epoch >= min_epochs and state["bad_epochs"] >= patience
         if rt.is_main:
-            print(f"epoch {epoch}/{epochs}: loss {stats['loss']:.4f}  val loss {loss:.4f}  "
-                  f"val ROC-AUC {auc:.4f}{'  *' if improved else ''}  "
-                  f"{stats['images_per_s']:.0f} img/s")
+            print(
+                f"epoch {epoch}/{epochs}: loss {stats['loss']:.4f}  val loss {loss:.4f}  "
+                f"val ROC-AUC {auc:.4f}{'  *' if improved else ''}  "
+                f"{stats['images_per_s']:.0f} img/s"
+            )
             save_checkpoint(_training_state(state, config_key, core, opt, sched, train), last)
             write_history(state["history"], out_dir / "history.csv")
     if state["done"] and rt.is_main:
-        print(f"early stop: no val ROC-AUC gain in {patience} epochs "
-              f"(best {state['best_auc']:.4f} at epoch {state['best_epoch']})")
-    return FitResult(out_dir / "best.pth", state["best_epoch"], state["best_auc"],
-                     state["history"], bool(state["done"]))
+        print(
+            f"early stop: no val ROC-AUC gain in {patience} epochs "
+            f"(best {state['best_auc']:.4f} at epoch {state['best_epoch']})"
+        )
+    return FitResult(
+        out_dir / "best.pth",
+        state["best_epoch"],
+        state["best_auc"],
+        state["history"],
+        bool(state["done"]),
+    )
 
 
-def _training_state(state: dict[str, Any], config_key: str, model: nn.Module,
-                    opt: torch.optim.Optimizer, sched: Any, train: Batches) -> dict[str, Any]:
-    return {"format_version": 1, "kind": "training_state", "config_key": config_key, **state,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "sampler_rng": train.state().cpu(), "torch_rng": torch.get_rng_state()}
+def _training_state(
+    state: dict[str, Any],
+    config_key: str,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    train: Batches,
+) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "kind": "training_state",
+        "config_key": config_key,
+        **state,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "sampler_rng": train.state().cpu(),
+        "torch_rng": torch.get_rng_state(),
+    }
 
 
-def _load_state(path: Path, config_key: str, model: nn.Module, opt: torch.optim.Optimizer,
-                sched: Any, train: Batches) -> dict[str, Any]:
+def _load_state(
+    path: Path,
+    config_key: str,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    train: Batches,
+) -> dict[str, Any]:
     from kd_core.checkpoint import CheckpointError
 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot resume from a corrupt training state ({exc}); "
-                              "delete it or pass --force") from None
+        raise CheckpointError(
+            f"{path}: cannot resume from a corrupt training state ({exc}); "
+            "delete it or pass --force"
+        ) from None
     if saved.get("config_key") != config_key:
-        raise CheckpointError(f"{path}: was written by a run with a different configuration; "
-                              "use another --out or pass --force to start over")
+        raise CheckpointError(
+            f"{path}: was written by a run with a different configuration; "
+            "use another --out or pass --force to start over"
+        )
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     sched.load_state_dict(saved["scheduler"])
     train.set_state(saved["sampler_rng"])
     torch.set_rng_state(saved["torch_rng"])
-    return {k: saved[k] for k in ("epoch", "best_auc", "best_epoch", "bad_epochs", "history",
-                                  "done")}
+    return {
+        k: saved[k] for k in ("epoch", "best_auc", "best_epoch", "bad_epochs", "history", "done")
+    }

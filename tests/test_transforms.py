@@ -66,7 +66,7 @@ def test_normalize_and_preprocess(tmp_path: Path) -> None:
 
 def test_load_rgb_rejects_non_rgb(tmp_path: Path) -> None:
     Image.new("L", (8, 8)).save(tmp_path / "g.png")
-    with pytest.raises(ImageError, match="g.png: image is greyscale"):
+    with pytest.raises(ImageError, match=r"g\.png: image is greyscale"):
         load_rgb(tmp_path / "g.png")
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match="cannot decode"):

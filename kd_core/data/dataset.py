@@ -33,9 +33,8 @@ def _cache_key(paths: Sequence[Path], prep: Preprocessing) -> str:
 
 def decode_images(paths: Sequence[Path], prep: Preprocessing, desc: str = "decoding") -> np.ndarray:
     """N x size x size x 3 uint8, decoded and resized in a thread pool with a progress bar."""
-    from tqdm import tqdm
-
     from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
 
     out = np.empty((len(paths), prep.size, prep.size, 3), dtype=np.uint8)
     workers = min(16, os.cpu_count() or 2)

@@ -10,7 +10,6 @@ images per class. Images are looked up by ``image_id`` in ``images/`` or
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -20,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from kd_core.data.ham10000 import DX_CLASSES, image_folders
+from kd_core.data.ham10000 import read_metadata as read_checked
 from kd_core.io import atomic_path
 
-CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-REQUIRED = ("lesion_id", "image_id", "dx", "age", "sex", "localization")
-IMAGE_DIRS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images")
+CLASSES = DX_CLASSES
 MEL, REST = "#c0392b", "#7f8c8d"
 
 
@@ -39,43 +38,20 @@ class Record:
 
 
 def read_metadata(path: Path) -> list[Record]:
-    """Rows of a HAM10000 metadata CSV; a missing column or an unknown dx is a ValueError."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: metadata CSV not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        records = [_record(path, reader.line_num, row) for row in reader]
-    if not records:
-        raise ValueError(f"{path}: no rows")
-    return records
+    """Rows of a HAM10000 metadata CSV, read and checked by ``ham10000.read_metadata``; age, sex
+    and localization are optional (shown as unknown)."""
+    meta = read_checked(Path(path))
+    return [_record(meta.path, line, row) for line, row in enumerate(meta.rows, start=2)]
 
 
 def _record(path: Path, line: int, row: dict[str, str]) -> Record:
-    dx, age = row["dx"].strip(), row["age"].strip()
-    if dx not in CLASSES:
-        raise ValueError(f"{path}:{line}: unknown dx {dx!r}; expected one of {', '.join(CLASSES)}")
+    age = row.get("age", "")
     try:
         age_value = float(age) if age and age.lower() not in ("nan", "na") else None
     except ValueError:
         raise ValueError(f"{path}:{line}: age {age!r} is not a number") from None
-    return Record(row["lesion_id"].strip(), row["image_id"].strip(), dx, age_value,
-                  row["sex"].strip() or "unknown", row["localization"].strip() or "unknown")
-
-
-def image_dirs(data_dir: Path, images_dir: Path | None = None) -> list[Path]:
-    """The folders to look for ``<image_id>.jpg`` in (``images_hires/`` is never one)."""
-    if images_dir is not None:
-        if not Path(images_dir).is_dir():
-            raise FileNotFoundError(f"{images_dir}: image folder not found")
-        return [Path(images_dir)]
-    found = [Path(data_dir) / d for d in IMAGE_DIRS if (Path(data_dir) / d).is_dir()]
-    if not found:
-        raise FileNotFoundError(f"{data_dir}: no image folder (looked for {', '.join(IMAGE_DIRS)})")
-    return found
+    return Record(row["lesion_id"], row["image_id"], row["dx"], age_value,
+                  row.get("sex") or "unknown", row.get("localization") or "unknown")
 
 
 def find_image(dirs: list[Path], image_id: str) -> Path | None:
@@ -213,7 +189,7 @@ def eda(data_dir: Path, out_dir: Path = Path("artifacts/imgs/eda"),
         seed: int = 42) -> list[Path]:
     """Write the EDA plots of ``data_dir`` into ``out_dir``; return the PNG paths."""
     recs = read_metadata(Path(data_dir) / metadata)
-    dirs = image_dirs(Path(data_dir), images_dir)
+    dirs = image_folders(Path(data_dir), images_dir)
     plots: list[tuple[str, Callable[[], Any]]] = [
         ("class_balance", lambda: _class_balance(recs)),
         ("age_by_class", lambda: _age(recs)),

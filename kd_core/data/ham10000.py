@@ -17,6 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,14 @@ from kd_core.io import atomic_write_text
 
 DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
-IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "ham10000_images_part_1",
-                 "ham10000_images_part_2", "HAM10000_images", "images")
+IMAGE_FOLDERS = (
+    "HAM10000_images_part_1",
+    "HAM10000_images_part_2",
+    "ham10000_images_part_1",
+    "ham10000_images_part_2",
+    "HAM10000_images",
+    "images",
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 PREPARED_FILES = ("labeled_ham10000.csv", "train_data.csv", "val_data.csv", "holdout_data.csv")
 SPLIT_FILES = {"train": "train_data.csv", "val": "val_data.csv", "holdout": "holdout_data.csv"}
@@ -77,17 +84,22 @@ def read_metadata(path: Path) -> Metadata:
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {columns}")
     reader.fieldnames = columns
-    rows, first_row = [], {}
+    rows: list[dict[str, str]] = []
+    first_row: dict[str, int] = {}
     for line, row in enumerate(reader, start=2):
         row = {k: (v or "").strip() for k, v in row.items() if k is not None}
         for col in REQUIRED_COLUMNS:
             if not row.get(col):
                 raise DataError(f"{path}:{line}: empty {col}")
         if row["dx"] not in DX_CLASSES:
-            raise DataError(f"{path}:{line}: unknown dx {row['dx']!r}; expected one of {DX_CLASSES}")
+            raise DataError(
+                f"{path}:{line}: unknown dx {row['dx']!r}; expected one of {DX_CLASSES}"
+            )
         if row["image_id"] in first_row:
-            raise DataError(f"{path}:{line}: duplicate image_id {row['image_id']} "
-                            f"(first at line {first_row[row['image_id']]})")
+            raise DataError(
+                f"{path}:{line}: duplicate image_id {row['image_id']} "
+                f"(first at line {first_row[row['image_id']]})"
+            )
         first_row[row["image_id"]] = line
         rows.append(row)
     if not rows:
@@ -104,8 +116,9 @@ def image_folders(data_dir: Path, images_dir: Path | None = None) -> list[Path]:
     return [*found, data_dir]
 
 
-def find_images(data_dir: Path, image_ids: list[str], images_dir: Path | None = None
-                ) -> dict[str, Path]:
+def find_images(
+    data_dir: Path, image_ids: list[str], images_dir: Path | None = None
+) -> dict[str, Path]:
     """Map every image id to its file; a listed image missing on disk is an error."""
     index: dict[str, Path] = {}
     for folder in image_folders(data_dir, images_dir):
@@ -117,9 +130,11 @@ def find_images(data_dir: Path, image_ids: list[str], images_dir: Path | None = 
     missing = [i for i in image_ids if i not in index]
     if missing:
         where = ", ".join(str(f) for f in image_folders(data_dir, images_dir))
-        raise DataError(f"{len(missing)} image(s) listed in the metadata are missing on disk "
-                        f"(looked in {where}): {', '.join(missing[:10])}"
-                        + (" ..." if len(missing) > 10 else ""))
+        raise DataError(
+            f"{len(missing)} image(s) listed in the metadata are missing on disk "
+            f"(looked in {where}): {', '.join(missing[:10])}"
+            + (" ..." if len(missing) > 10 else "")
+        )
     return {i: index[i] for i in image_ids}
 
 
@@ -135,8 +150,16 @@ def check_images(paths: list[Path], workers: int | None = None) -> dict[Path, st
         return None
 
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
-        results = list(tqdm(pool.map(check, paths), total=len(paths), desc="checking images",
-                            unit="img", leave=False, disable=len(paths) < 500))
+        results = list(
+            tqdm(
+                pool.map(check, paths),
+                total=len(paths),
+                desc="checking images",
+                unit="img",
+                leave=False,
+                disable=len(paths) < 500,
+            )
+        )
     return {p: r for p, r in zip(paths, results, strict=True) if r is not None}
 
 
@@ -151,9 +174,13 @@ def _csv_text(columns: list[str], rows: list[dict[str, str]]) -> str:
 def _counts(rows: list[dict[str, str]]) -> dict[str, object]:
     n = len(rows)
     pos = sum(1 for r in rows if r["target"] == "1")
-    return {"images": n, "lesions": len({r["lesion_id"] for r in rows}), "melanoma": pos,
-            "prevalence": round(pos / n, 6) if n else 0.0,
-            "dx": dict(sorted(Counter(r["dx"] for r in rows).items()))}
+    return {
+        "images": n,
+        "lesions": len({r["lesion_id"] for r in rows}),
+        "melanoma": pos,
+        "prevalence": round(pos / n, 6) if n else 0.0,
+        "dx": dict(sorted(Counter(r["dx"] for r in rows).items())),
+    }
 
 
 def _reusable(out: Path, params: dict[str, object]) -> bool:
@@ -181,10 +208,16 @@ def prepare(
 ) -> Path:
     """Make (or reuse) the lesion-aware splits of ``data_dir`` in ``out``; return ``out``."""
     data_dir, out = Path(data_dir).resolve(), Path(out)
-    meta = read_metadata(data_dir / metadata if not Path(metadata).is_absolute() else Path(metadata))
+    meta = read_metadata(
+        data_dir / metadata if not Path(metadata).is_absolute() else Path(metadata)
+    )
     params: dict[str, object] = {
-        "prep_version": PREP_VERSION, "metadata_sha256": meta.sha256, "seed": seed,
-        "fractions": list(split), "skip_corrupt": skip_corrupt, "data_dir": str(data_dir),
+        "prep_version": PREP_VERSION,
+        "metadata_sha256": meta.sha256,
+        "seed": seed,
+        "fractions": list(split),
+        "skip_corrupt": skip_corrupt,
+        "data_dir": str(data_dir),
         "images_dir": str(images_dir.resolve()) if images_dir else None,
     }
     if not force and _reusable(out, params):
@@ -197,8 +230,9 @@ def prepare(
     skipped: list[str] = []
     if bad and not skip_corrupt:
         lines = [f"  {p}: {why}" for p, why in list(bad.items())[:10]]
-        raise DataError(f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them):\n"
-                        + "\n".join(lines))
+        raise DataError(
+            f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them):\n" + "\n".join(lines)
+        )
     rows = []
     for row in meta.rows:
         path = paths[row["image_id"]]
@@ -217,15 +251,19 @@ def prepare(
     atomic_write_text(out / "labeled_ham10000.csv", _csv_text(columns, rows))
     for name, split_rows in by_split.items():
         atomic_write_text(out / SPLIT_FILES[name], _csv_text(columns, split_rows))
-    summary = {**params, "metadata_file": meta.path.name, "skipped": skipped,
-               "counts": {"all": _counts(rows), **{s: _counts(r) for s, r in by_split.items()}}}
+    summary = {
+        **params,
+        "metadata_file": meta.path.name,
+        "skipped": skipped,
+        "counts": {"all": _counts(rows), **{s: _counts(r) for s, r in by_split.items()}},
+    }
     # Written last: its presence marks a complete preparation.
     atomic_write_text(out / "split_metadata.json", json.dumps(summary, indent=2) + "\n")
     if verbose:
-        c = summary["counts"]
-        print("prepared " + ", ".join(
-            f"{s} {c[s]['images']} images / {c[s]['lesions']} lesions / "  # type: ignore[index]
-            f"{100 * c[s]['prevalence']:.1f}% mel" for s in SPLITS) + f" in {out}")  # type: ignore[index]
+        c: dict[str, Any] = summary["counts"]  # type: ignore[assignment]
+        parts = [f"{s} {c[s]['images']} images / {c[s]['lesions']} lesions / "
+                 f"{100 * c[s]['prevalence']:.1f}% mel" for s in SPLITS]
+        print(f"prepared {', '.join(parts)} in {out}")
     return out
 
 
@@ -240,7 +278,8 @@ def _check_classes(rows: list[dict[str, str]], path: Path) -> None:
 def is_prepared_dir(path: Path) -> bool:
     path = Path(path)
     return (path / "split_metadata.json").is_file() and all(
-        (path / f).is_file() for f in SPLIT_FILES.values())
+        (path / f).is_file() for f in SPLIT_FILES.values()
+    )
 
 
 def is_ham10000_dir(path: Path, metadata: str = "HAM10000_metadata.csv") -> bool:
@@ -254,8 +293,10 @@ def load_split(prepared_dir: Path, split: str) -> SplitData:
         raise ValueError(f"split must be one of {list(SPLIT_FILES)}, got {split!r}")
     meta_path = prepared_dir / "split_metadata.json"
     if not meta_path.is_file():
-        raise DataError(f"{prepared_dir}: not a prepared folder (no split_metadata.json); "
-                        "run `python -m kd_core.data prepare` first")
+        raise DataError(
+            f"{prepared_dir}: not a prepared folder (no split_metadata.json); "
+            "run `python -m kd_core.data prepare` first"
+        )
     data_dir = Path(json.loads(meta_path.read_text())["data_dir"])
     with (prepared_dir / SPLIT_FILES[split]).open(newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -44,7 +44,9 @@ def split_lesions(
 ) -> list[str]:
     """Return the split name ("train", "val" or "holdout") of every image, in input order."""
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise SplitError(f"split fractions must be three positive numbers summing to 1: {fractions}")
+        raise SplitError(
+            f"split fractions must be three positive numbers summing to 1: {fractions}"
+        )
     images_per_lesion = Counter(lesion_ids)
     strata = lesion_strata(lesion_ids, dx)
     rng = np.random.default_rng(seed)

@@ -1,13 +1,14 @@
 """The one definition of eval preprocessing, shared by training, exporters, runtimes and the apps.
 
-An image goes: decode to RGB uint8 -> resize (``squash`` to size x size, or ``center_crop``: the
-shorter side to ``size`` then the central square) with an antialiased bilinear (triangle) filter
-computed in float64, rounded half up to uint8 -> ``(pixel / 255 - mean) / std`` in float32 -> NCHW.
+An image goes: decode to RGB uint8 -> resize (``squash`` to size x size, or ``center_crop``:
+the shorter side to ``size`` then the central square) with an antialiased bilinear (triangle)
+filter in float64, rounded half up to uint8 -> ``(pixel / 255 - mean) / std`` in float32 -> NCHW.
 
 The resize is the same triangle filter as PIL's BILINEAR and torch's
-``interpolate(mode="bilinear", antialias=True)``; the apps (``android_demo``, ``ios_demo``) port this
-file line for line, and the tests hold them to it. Rounding to uint8 after the resize matches what a
-phone does when it scales a Bitmap or a CVPixelBuffer, and lets training cache resized images exactly.
+``interpolate(mode="bilinear", antialias=True)``; the apps (``android_demo``, ``ios_demo``) port
+this file line for line, and the tests hold them to it. Rounding to uint8 after the resize matches
+what a phone does when it scales a Bitmap or a CVPixelBuffer, and lets training cache resized
+images exactly.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def resize_uint8(image: np.ndarray, size: int, rule: str = "squash") -> np.ndarr
 
 def normalize(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """uint8 images (HxWx3 or NxHxWx3) -> float32 normalized, channels first (3xHxW or Nx3xHxW)."""
-    x = images.astype(np.float32) / np.float32(255.0)
+    x: np.ndarray = images.astype(np.float32) / np.float32(255.0)
     x = (x - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
