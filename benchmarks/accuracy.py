@@ -9,7 +9,8 @@ probability (max |delta p|).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,15 @@ import numpy as np
 from kd_core.data.transforms import Preprocessing, normalize
 from kd_core.metrics import ece, ece_binary, evaluate_predictions, softmax
 from runtimes import Runner
+
+
+def decode(preps: Iterable[Preprocessing], paths: Sequence[Path], cache: Path | None
+           ) -> dict[Preprocessing, np.ndarray]:
+    """uint8 N x H x W x 3 pixels per distinct preprocessing, decoded once each (cached)."""
+    from kd_core.data.dataset import load_images
+
+    return {prep: load_images(paths, prep, cache, desc=f"decoding {prep.size}px")
+            .permute(0, 2, 3, 1).numpy() for prep in preps}
 
 
 def predict_all(runner: Runner, pixels: np.ndarray, prep: Preprocessing, batch: int = 32,

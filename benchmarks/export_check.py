@@ -32,33 +32,47 @@ SIZE_LIMIT_MB = {"mobilenet_v3_small": 2.0}
 
 
 def build_checkpoint(arch: str, num_classes: int, images: np.ndarray, out: Path) -> Path:
+    """Random weights, BatchNorm statistics from ``images``, head rescaled to logit std 3."""
     from kd_core.checkpoint import BINARY_LABELS, DX_LABELS, build_checkpoint, save_checkpoint
     from kd_core.data.transforms import Preprocessing
     from kd_core.models import create_model
 
     torch.manual_seed(0)
     model = create_model(arch, num_classes)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for mod in model.modules():
         if isinstance(mod, nn.Linear):
-            nn.init.normal_(mod.weight, 0, 2.0 / math.sqrt(mod.in_features))
+            nn.init.normal_(mod.weight, 0, 1.0 / math.sqrt(mod.in_features))
         elif isinstance(mod, nn.BatchNorm2d):
             mod.momentum = None
+    x = torch.from_numpy(images)
     model.train()
     with torch.no_grad():
-        for batch in torch.from_numpy(images).split(16):
+        for batch in x.split(16):
             model(batch)
+        model.eval()
+        scale = 3.0 / float(torch.cat([model(b) for b in x.split(16)]).std())
+        linears[-1].weight.mul_(scale)
+        linears[-1].bias.mul_(scale)
     labels = BINARY_LABELS if num_classes == 2 else DX_LABELS
-    ckpt = build_checkpoint(model.eval(), arch, labels, Preprocessing(size=224),
+    ckpt = build_checkpoint(model, arch, labels, Preprocessing(size=224),
                             temperature=1.3, threshold=0.3)
     return save_checkpoint(ckpt, out)
 
 
-def run_cli(ckpt: Path, out: Path, data: Path, samples: int) -> tuple[float, str, int]:
+def run_cli(ckpt: Path, out: Path, data: Path, samples: int) -> tuple[float, float, str, int]:
+    """(wall seconds, CPU seconds, output, exit code) of ``python -m exporters.all``."""
+    import resource
+
     cmd = [sys.executable, "-m", "exporters.all", str(ckpt), "--out", str(out),
            "--calib-data", str(data), "--calib-samples", str(samples)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    return time.perf_counter() - start, proc.stdout + proc.stderr, proc.returncode
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.stdout + proc.stderr, proc.returncode
 
 
 def parity_images(prepared: Path, n: int, prep: Any) -> np.ndarray:
@@ -134,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--calib-samples", type=int, default=256)
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as the CLI: no thread oversubscription on a shared machine
     out = args.out / f"{args.arch}_{args.num_classes}"
     prepared = prepare(args.data, default_prepared_dir(args.data), verbose=False)
     prep = Preprocessing(size=224)
@@ -142,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         train = load_split(prepared, "train")
         bn = normalize(decode_images(train.paths[:128], prep, "bn images"), prep)
         ckpt = build_checkpoint(args.arch, args.num_classes, bn, out / "checkpoint.pth")
-    seconds, log, rc = run_cli(ckpt, out / "export", args.data, args.calib_samples)
+    seconds, cpu, log, rc = run_cli(ckpt, out / "export", args.data, args.calib_samples)
     print(log)
-    print(f"python -m exporters.all: exit {rc}, {seconds:.1f} s wall")
+    print(f"python -m exporters.all: exit {rc}, {seconds:.1f} s wall, {cpu:.1f} s CPU")
     manifest = json.loads((out / "export" / "manifest.json").read_text())
     from kd_core.checkpoint import load_model
 
@@ -157,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parity = fp32_parity(manifest, out / "export", model, x)
     parity += int8_parity(ckpt, manifest, out / "export", args.data, args.calib_samples, x)
     report = {"arch": args.arch, "num_classes": args.num_classes, "cli_exit": rc,
-              "cli_seconds": round(seconds, 1), "images": len(x), "sizes": sizes,
+              "cli_seconds": round(seconds, 1), "cli_cpu_seconds": round(cpu, 1),
+              "checkpoint": str(ckpt), "images": len(x), "sizes": sizes,
               "parity": parity, "failures": manifest.get("failures", [])}
     (out / "export_check.json").write_text(json.dumps(report, indent=2) + "\n")
     verdict = {None: "", True: "size ok", False: "TOO BIG"}

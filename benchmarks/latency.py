@@ -49,11 +49,11 @@ def summarize(times_ms: list[float]) -> dict[str, Any]:
             "std_ms": float(t.std()), "runs": len(t)}
 
 
-def _rss_mb() -> float | None:
-    """Current resident memory (Linux /proc), or None elsewhere."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory figure from /proc/self/status (Linux), in MB, or None."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         return None
@@ -61,6 +61,11 @@ def _rss_mb() -> float | None:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process. Linux: VmHWM, which (unlike ru_maxrss, carried
+    over from the parent through fork and exec) counts only this program's own memory."""
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
@@ -70,7 +75,7 @@ def measure(entry: dict[str, Any], root: Path, threads: int, settings: LatencySe
     """Time ``entry``'s runner in this process (the child side): load, warm up, run."""
     from runtimes import load_runner
 
-    rss_before = _rss_mb()
+    rss_before = _proc_status_mb("VmRSS")
     runner = load_runner(entry, root, threads)
     x = np.ascontiguousarray(image[None], dtype=np.float32)
     start = time.perf_counter()

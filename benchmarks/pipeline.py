@@ -259,8 +259,9 @@ def write_report(run_dir: Path, log: list[dict[str, Any]], bench_dir: Path) -> P
             f"{m['temperature']:.3f} | {m['threshold']:.4f} | {h['sensitivity']:.3f} | "
             f"{h['specificity']:.3f} | {m['best_epoch']} |")
     results_md = bench_dir / "results.md"
-    if results_md.is_file():
-        lines += ["", "## Deployment metrics", "", results_md.read_text().strip()]
+    if results_md.is_file():  # the harness's report, one heading level down
+        body = results_md.read_text().strip().removeprefix("# Benchmark results").strip()
+        lines += ["", "## Benchmark (holdout)", "", body.replace("## ", "### ")]
     lines += ["", "## Plots", ""]
     for png in sorted(run_dir.glob("*/plots/*.png")):
         rel = png.relative_to(run_dir).as_posix()

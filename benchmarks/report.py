@@ -230,21 +230,23 @@ def update_readme(readme: Path, table: str) -> bool:
     return new != text
 
 
-def _scored(results: Mapping[str, Any], npz: Path) -> dict[str, tuple[Any, Any]]:
-    """Row name -> (0/1 melanoma labels, p(melanoma) at the row's temperature), host rows."""
+def _scored(results: Mapping[str, Any], npz: Path) -> dict[str, tuple[Any, Any, Any, int]]:
+    """Row name -> (0/1 melanoma labels, class labels, probabilities at the row's temperature,
+    positive index) for host rows; class labels: melanoma (2 classes) or dx indices."""
     import numpy as np
 
     from kd_core.metrics import softmax
 
     with np.load(npz) as data:
         arrays = {k: data[k] for k in data.files}
-    y = arrays["y_pos"]
+    y_pos = arrays["y_pos"]
     out = {}
     for r in rows_of(results, "host"):
         z, acc = arrays.get(f"logits__{r['name']}"), r.get("accuracy") or {}
         if z is not None and acc:
-            pos = int(acc.get("positive_index", 1))
-            out[str(r["name"])] = (y, softmax(z, float(acc.get("temperature", 1.0)))[:, pos])
+            y = y_pos if z.shape[1] == 2 else arrays.get("y_dx")
+            probs = softmax(z, float(acc.get("temperature", 1.0)))
+            out[str(r["name"])] = (y_pos, y, probs, int(acc.get("positive_index", 1)))
     return out
 
 
@@ -267,11 +269,12 @@ def plot_cost(results: Mapping[str, Any], out: Path) -> Path:
         sc = ax.scatter([p[1] for p in pts], [p[2] for p in pts], c=[p[3] for p in pts],
                         cmap="viridis", s=80, edgecolor="black")
         fig.colorbar(sc, ax=ax, label="ROC-AUC")
-        for name, mb, ms, auc in pts:
-            ax.annotate(f"{name}\nAUC {auc:.3f}", (mb, ms), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+        for i, (name, mb, ms, auc) in enumerate(pts):  # staggered labels: fewer overlaps
+            ax.annotate(f"{name}\nAUC {auc:.3f}", (mb, ms), fontsize=7,
+                        xytext=(6, 4 - 16 * (i % 3)), textcoords="offset points")
         ax.set_xscale("log")
-    ax.set(xlabel="size (MB, log)", ylabel=f"p50 latency (ms, {key} thread(s), batch 1)",
+        ax.set_yscale("log")
+    ax.set(xlabel="size (MB, log)", ylabel=f"p50 latency (ms, log; {key} thread(s), batch 1)",
            title="ROC-AUC vs size vs latency")
     ax.grid(alpha=0.3)
     with atomic_path(out) as tmp:
@@ -284,10 +287,11 @@ def write_plots(results: Mapping[str, Any], npz: Path, plots: Path) -> list[Path
 
     scored = _scored(results, npz)
     written = [plot_cost(results, plots / "auc_size_latency.png")]
-    if scored:
-        rel = {name: (p, y) for name, (y, p) in scored.items()}
+    if scored:  # top-label reliability: its ECE is the gated one, as in the tables
+        rel = {name: (p, y) for name, (_, y, p, _) in scored.items() if y is not None}
         written.append(plot_reliability_grid(rel, plots / "reliability.png"))
-        written.append(plot_roc_pr(scored, plots / "roc.png"))
+        roc = {name: (y_pos, p[:, pos]) for name, (y_pos, _, p, pos) in scored.items()}
+        written.append(plot_roc_pr(roc, plots / "roc.png"))
     return written
 
 

@@ -24,13 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.accuracy import agreement, predict_all, score
+from benchmarks.accuracy import agreement, decode, predict_all, score
 from benchmarks.latency import LatencySettings, host_device, time_entry, tool_versions
 from benchmarks.parity import Tolerances, gate_report
 from kd_core.data.transforms import Preprocessing
 
 EXIT_GATE, EXIT_BAD_INPUT = 1, 2
 DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+RUNTIME_LABELS = {"torch": "PyTorch eager", "onnx": "ONNX Runtime", "tflite": "LiteRT interpreter",
+                  "executorch": "ExecuTorch", "coreml": "Core ML"}  # rows that did not load
 
 
 class BenchInputError(ValueError):
@@ -79,6 +81,7 @@ class Results:
     rows: list[dict[str, Any]]
     gate: dict[str, Any] | None
     y_pos: np.ndarray  # 0/1 melanoma per image
+    y_dx: np.ndarray  # dx class index per image (for 7-class models)
     logits: dict[str, np.ndarray]  # row name -> (N, K)
 
     def to_json(self) -> dict[str, Any]:
@@ -161,17 +164,6 @@ def labels_for(entry: dict[str, Any], split: Any) -> np.ndarray:
     raise BenchInputError(f"{entry['name']}: labels {labels} are neither binary nor the 7 dx")
 
 
-def decode(models: list[Model], split: Any, cache: Path | None) -> dict[Preprocessing, np.ndarray]:
-    """uint8 N x H x W x 3 pixels per distinct preprocessing (decoded once each)."""
-    from kd_core.data.dataset import load_images
-
-    out: dict[Preprocessing, np.ndarray] = {}
-    for prep in dict.fromkeys(m.prep for m in models):
-        x = load_images(split.paths, prep, cache, desc=f"decoding {prep.size}px")
-        out[prep] = x.permute(0, 2, 3, 1).numpy()
-    return out
-
-
 # ---- scoring --------------------------------------------------------------------------------
 
 
@@ -183,19 +175,15 @@ def run_model(model: Model, pixels: np.ndarray, threads: int) -> tuple[str, str,
         runner = load_runner(model.entry, model.root, threads)
         logits = predict_all(runner, pixels, model.prep, desc=model.name)
     except RuntimeUnavailable as exc:
-        return str(exc), runtime_label(model), None
+        return str(exc), RUNTIME_LABELS.get(model.entry["format"], "?"), None
     except Exception as exc:
-        return f"error: {type(exc).__name__}: {exc}", runtime_label(model), None
+        return f"error: {type(exc).__name__}: {exc}", RUNTIME_LABELS.get(
+            model.entry["format"], "?"), None
     k = len(model.entry["labels"])
     if logits.shape != (len(pixels), k) or not np.isfinite(logits).all():
         return f"error: bad outputs {logits.shape} (expected {len(pixels)} x {k}, finite)", \
             runner.runtime, None
     return "ok", runner.runtime, logits
-
-
-def runtime_label(model: Model) -> str:
-    return {"torch": "PyTorch eager", "onnx": "ONNX Runtime", "tflite": "LiteRT interpreter",
-            "executorch": "ExecuTorch", "coreml": "Core ML"}.get(model.entry["format"], "?")
 
 
 def base_row(model: Model, status: str, runtime: str, device: str) -> dict[str, Any]:
@@ -235,7 +223,8 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
 
     models = collect_models(cfg)
     split, prepared = prepared_split(cfg)
-    pixels = decode(models, split, None if cfg.limit else prepared / "cache")
+    pixels = decode(dict.fromkeys(m.prep for m in models), split.paths,
+                    None if cfg.limit else prepared / "cache")
     device = host_device()
     refs = {m.role: m for m in models if m.role in ("teacher", "student")}
     rows, logits = [], {}
@@ -253,11 +242,11 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
         time_all(models, rows, pixels, cfg)
     meta = build_meta(cfg, models, split, prepared, device)
     data = {"meta": meta, "rows": rows}
-    report = gate_report(data, cfg.tolerances) if "student" in refs and refs[
-        "student"].name in logits else None
-    if report is not None:
-        report["enforced"] = cfg.gate
-    return Results(meta, rows, report, np.asarray(split.targets), logits)
+    report = None
+    if "student" in refs and refs["student"].name in logits:  # else the gate cannot run
+        report = {**gate_report(data, cfg.tolerances), "enforced": cfg.gate}
+    return Results(meta, rows, report, np.asarray(split.targets),
+                   np.asarray(split.labels_for("dx")), logits)
 
 
 def time_all(models: list[Model], rows: list[dict[str, Any]],
@@ -329,7 +318,8 @@ def save_results(results: Results, cfg: BenchConfig) -> Path:
             if key in old["meta"]:
                 data["meta"][key] = old["meta"][key]
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-    arrays = {"y_pos": results.y_pos, **{f"logits__{k}": v for k, v in results.logits.items()}}
+    arrays = {"y_pos": results.y_pos, "y_dx": results.y_dx,
+              **{f"logits__{k}": v for k, v in results.logits.items()}}
     with atomic_path(out / "predictions.npz") as tmp, tmp.open("wb") as fh:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
     save_config(cfg, out / "config.json")

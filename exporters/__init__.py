@@ -67,6 +67,7 @@ def register_exporter(
     extension: str,
     tools: tuple[str, ...],
     precisions: dict[str, tuple[str, ...]] | None = None,
+    needs_calibration: tuple[str, ...] = ("int8",),
 ) -> Callable[[ExportFn], ExportFn]:
     """Register a format's ``export`` function; a name may be registered once."""
 
@@ -74,7 +75,7 @@ def register_exporter(
         if name in EXPORTERS:
             raise ValueError(f"exporter {name!r} is registered twice")
         fams = precisions or {"fp32": ("fp32",), "int8": ("int8",)}
-        EXPORTERS[name] = ExporterSpec(name, fn, extension, fams, tools)
+        EXPORTERS[name] = ExporterSpec(name, fn, extension, fams, tools, needs_calibration)
         return fn
 
     return deco

@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from exporters import Artifact, get_exporter, list_exporters
-from exporters.base import ExportSettings, Failure, PartialExport, Stopwatch, describe
+from exporters.base import (
+    ExportSettings,
+    Failure,
+    PartialExport,
+    Stopwatch,
+    artifact_name,
+    describe,
+)
 from exporters.calibration_data import DEFAULT_SAMPLES, CalibrationDataError, load_calibration
 
-FAMILIES = ("fp32", "int8")
+FAMILIES = ("fp32", "int8", "w8a8")
+DEFAULT_FAMILIES = "fp32,int8"
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
@@ -40,10 +48,10 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
     what = f"the {fixed_format} format" if fixed_format else "every on-device format"
     p = argparse.ArgumentParser(
         prog=prog, description=f"Export a KD checkpoint to {what}, with manifest.json.",
-        epilog="INT8 needs real calibration images (--calib-data); without them the command "
-               "stops before any work unless --precisions fp32. Exit codes: 0 all written, "
-               "1 some export failed (the others are still written, manifest lists both), "
-               "2 bad input.")
+        epilog="INT8 and w8a8 need real calibration images (--calib-data; Core ML's w8 "
+               "does not): without them the command stops before any work, so pass "
+               "--calib-data or --precisions fp32. Exit codes: 0 all written, 1 some export "
+               "failed (the others are still written, manifest.json lists both), 2 bad input.")
     p.add_argument("checkpoint", type=Path, metavar="CKPT",
                    help="checkpoint .pth of the KD core (arch, num_classes, labels, state_dict, "
                         "preprocessing, temperature, threshold)")
@@ -53,9 +61,11 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
     if fixed_format is None:
         p.add_argument("--formats", default=",".join(list_exporters()),
                        help="comma-separated formats (default: %(default)s)")
-    p.add_argument("--precisions", default="fp32,int8",
-                   help="comma-separated: fp32 (Core ML: fp16) and/or int8 (Core ML: w8 weights "
-                        "and int8 weights+activations) (default: %(default)s)")
+    p.add_argument("--precisions", default=DEFAULT_FAMILIES,
+                   help="comma-separated: fp32 (Core ML: fp16), int8 (full INT8: weights and "
+                        "activations; Core ML: w8, 8-bit weights with fp16 activations) and "
+                        "w8a8 (Core ML only: 8-bit weights and activations via PT2E, larger and "
+                        "slower to export) (default: %(default)s)")
     p.add_argument("--calib-data", type=Path, default=None, metavar="DIR",
                    help="INT8 calibration images: a prepared split folder (train split), a "
                         "HAM10000 folder (splits prepared, train split used) or a plain image "
@@ -65,6 +75,9 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=42, metavar="S",
                    help="seed of the calibration sample (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads for calibration and tracing; 1 avoids thread "
+                        "oversubscription on a shared machine (default: %(default)s)")
     p.add_argument("--verbose", action="store_true",
                    help="show the converters' own output instead of a log tail on failure")
     return p
@@ -105,7 +118,7 @@ def _check_writable(out: Path) -> None:
                          ) from None
 
 
-def load_settings(path: Path, families: tuple[str, ...] = FAMILIES
+def load_settings(path: Path, families: tuple[str, ...] = ("fp32", "int8")
                   ) -> tuple[Any, ExportSettings, int]:
     """(eval model, export settings, num_classes) from a checkpoint; UsageError if it is bad."""
     from kd_core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
@@ -127,11 +140,14 @@ def load_settings(path: Path, families: tuple[str, ...] = FAMILIES
 
 
 def _calibration(args: argparse.Namespace, job: Job, cfg: ExportSettings) -> Any:
-    if "int8" not in job.families:
+    needed = [f for f in job.formats
+              if set(get_exporter(f).needs_calibration) & set(job.families)]
+    if not needed:
         return None
     if args.calib_data is None:
         raise UsageError(
-            "INT8 needs real calibration images and none were given: pass --calib-data DIR "
+            f"INT8 ({', '.join(needed)}) needs real calibration images and none were given: "
+            "pass --calib-data DIR "
             "(a prepared split folder, a HAM10000 folder or a folder of training images), "
             "or export float artefacts only with --precisions fp32")
     try:
@@ -248,22 +264,27 @@ def export_all(model: Any, cfg: ExportSettings, out_dir: Path, formats: tuple[st
         arts += got
         failures += failed
     manifest = build_manifest(arts, cfg, out_dir, failures, num_classes)
-    path = write_manifest(merge_previous(manifest, out_dir, formats), out_dir)
+    attempted = {artifact_name(cfg, f, p) for f in formats
+                 for fam in cfg.precisions for p in get_exporter(f).precisions.get(fam, ())}
+    path = write_manifest(merge_previous(manifest, out_dir, attempted), out_dir)
     return ExportResult(arts, failures, path, clock.seconds())
 
 
 def run(args: argparse.Namespace, fixed: tuple[str, ...] | None = None) -> int:
     import torch
 
+    clock = Stopwatch()
     job = _parse_job(args, fixed)
     model, cfg, num_classes = load_settings(args.checkpoint, job.families)
     _check_writable(job.out_dir)
     cfg = replace(cfg, calibration=_calibration(args, job, cfg))
     torch.manual_seed(args.seed)
+    torch.set_num_threads(max(1, args.threads))
     result = export_all(model, cfg, job.out_dir, job.formats, job.verbose, num_classes)
     print(f"\n{summary_table(result.artifacts, result.failures)}\n\n"
           f"manifest: {result.manifest_path}  ({len(result.artifacts)} written, "
-          f"{len(result.failures)} failed, {result.seconds:.1f} s in all)")
+          f"{len(result.failures)} failed; {result.seconds:.1f} s exporting, "
+          f"{clock.seconds():.1f} s in all)")
     return EXIT_FAILED if result.failures else 0
 
 

@@ -7,7 +7,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,6 @@ class ExportSettings:
     checkpoint_path: str = ""
     precisions: tuple[str, ...] = ("fp32", "int8")  # requested families
     calibration: CalibrationSet | None = None
-
-    def with_precisions(self, *families: str) -> ExportSettings:
-        return replace(self, precisions=tuple(families))
 
     def require_calibration(self, fmt: str) -> CalibrationSet:
         if self.calibration is None:

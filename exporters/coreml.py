@@ -3,9 +3,10 @@
 The wrapped model takes an RGB image (``ct.ImageType``, scale 1/255), normalizes it with the
 checkpoint's mean/std inside the network and returns ``softmax(logits / temperature)`` through
 ``ct.ClassifierConfig(labels)``: outputs ``classLabel`` and ``classLabel_probs``. Precisions:
-``fp16`` (the float export), ``w8`` (8-bit per-channel symmetric weights, fp16 activations,
-``linear_quantize_weights``) and ``int8`` (8-bit weights and activations: the PT2E-quantized
-wrapper converted by coremltools; needs calibration images). The manifest entry (minus
+``fp16`` (the float export), ``w8`` (the ``int8`` family: 8-bit per-channel symmetric weights,
+fp16 activations, ``linear_quantize_weights``; needs no calibration) and ``w8a8`` (asked for
+with the ``w8a8`` family: 8-bit weights and activations, the PT2E-quantized wrapper converted by
+coremltools; needs calibration images). The manifest entry (minus
 bytes/sha256) goes in ``user_defined_metadata``: each field JSON-encoded under its own key and the
 whole entry under ``edgekd_manifest``. Core ML cannot predict on Linux, so the artefacts are
 verified by inspecting the saved spec (image input, classifier labels, 8-bit ops).
@@ -46,7 +47,7 @@ TOOLS = ("coremltools",)
 METADATA_KEY = "edgekd_manifest"
 INPUT_NAME = "image"
 LABEL_OUTPUT, PROBS_OUTPUT = "classLabel", "classLabel_probs"
-PRECISIONS = {"fp32": ("fp16",), "int8": ("w8", "int8")}
+PRECISIONS: dict[str, tuple[str, ...]] = {"fp32": ("fp16",), "int8": ("w8",), "w8a8": ("w8a8",)}
 EIGHT_BIT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale",
                  "quantize", "dequantize")
 
@@ -68,7 +69,8 @@ class ImageClassifier(nn.Module):
         return torch.softmax(logits / self.temperature, dim=1)
 
 
-@register_exporter(FORMAT, ".mlpackage", TOOLS, precisions=PRECISIONS)
+@register_exporter(FORMAT, ".mlpackage", TOOLS, precisions=PRECISIONS,
+                   needs_calibration=("w8a8",))
 def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
     wanted = [p for fam in cfg.precisions for p in PRECISIONS.get(fam, ())]
@@ -90,7 +92,7 @@ def _convert(wrapper: ImageClassifier, example: tuple[Any, ...], cfg: ExportSett
             wrapper, example, cfg, "fp16", cache)[0]
         return _quantize_weights(fp16), wrapper
     source: nn.Module = wrapper
-    if precision == "int8":
+    if precision == "w8a8":
         from exporters.int8 import prepare_float_model, quantize_pt2e
 
         calib = cfg.require_calibration(FORMAT)
@@ -127,7 +129,7 @@ def _quantize_weights(model: Any) -> Any:
 
 
 def _recipe(precision: str, cfg: ExportSettings) -> dict[str, Any] | None:
-    if precision == "int8":
+    if precision == "w8a8":
         return int8_recipe(FORMAT, cfg)
     if precision == "w8":
         return {"method": "coremltools linear_quantize_weights", "weights": "int8 per-channel "
@@ -223,7 +225,7 @@ def inspect_package(path: Path, cfg: ExportSettings, precision: str) -> dict[str
     if info["labels"] != list(cfg.labels) or info["predicted_feature"] != LABEL_OUTPUT:
         problems.append(f"classifier labels {info['labels']} != {list(cfg.labels)}")
     eight_bit = sum(info["op_counts"].get(op, 0) for op in EIGHT_BIT_OPS)
-    if precision in ("w8", "int8") and eight_bit == 0:
+    if precision in ("w8", "w8a8") and eight_bit == 0:
         problems.append("no 8-bit ops in a quantized model")
     if METADATA_KEY not in info["metadata"]:
         problems.append("manifest metadata missing")

@@ -45,6 +45,7 @@ def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
     return export_each(
         FORMAT, cfg.precisions, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
 
+
 def _lower(model: nn.Module, example_inputs: tuple[Any, ...]) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower

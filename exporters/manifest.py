@@ -67,7 +67,7 @@ def build_manifest(
     tools: dict[str, str] = {}
     for a in artifacts:
         tools.update(a.tool_versions)
-    quantized = any(a.quantization_recipe is not None and a.precision == "int8" for a in artifacts)
+    quantized = any(a.precision in ("int8", "w8a8") for a in artifacts)
     calibration = cfg.calibration.to_manifest() if cfg.calibration and quantized else None
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -85,19 +85,19 @@ def build_manifest(
     }
 
 
-def merge_previous(manifest: dict[str, Any], out_dir: Path, formats: tuple[str, ...]
+def merge_previous(manifest: dict[str, Any], out_dir: Path, attempted: set[str]
                    ) -> dict[str, Any]:
-    """Keep entries of an earlier manifest in ``out_dir`` for formats not exported this time,
-    when it came from the same checkpoint and their files are still there unchanged."""
+    """Keep the entries of an earlier manifest in ``out_dir`` that this run did not attempt
+    (by artefact name), when it came from the same checkpoint and their files are unchanged."""
     old = load_manifest(out_dir / MANIFEST_NAME, missing_ok=True)
-    if not old or old.get("source_checkpoint", {}).get("sha256") != \
-            manifest["source_checkpoint"]["sha256"]:
+    same = old and old.get("source_checkpoint", {}).get("sha256") == \
+        manifest["source_checkpoint"]["sha256"]
+    if not old or not same:
         return manifest
-    fresh = {a["name"] for a in manifest["artifacts"]}
     kept = []
     for entry in old.get("artifacts", []):
-        path = out_dir / entry.get("path", "")
-        if entry.get("format") in formats or entry.get("name") in fresh or not path.exists():
+        path = out_dir / str(entry.get("path", ""))
+        if entry.get("name") in attempted or not entry.get("path") or not path.exists():
             continue
         if sha256_file(path) == entry.get("sha256"):
             kept.append(entry)

@@ -9,6 +9,7 @@ with ``read_metadata(path)``.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
     return export_each(
         FORMAT, cfg.precisions, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
 
+
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
@@ -96,13 +98,6 @@ def _export_one(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path
             tmp.write_bytes(data)
             verification = verify_artifact(art, tmp, run, cfg)
     report = safe_graph_report(path, FORMAT) if precision == "int8" else None
-    return _finish(art, clock, report, verification)
-
-
-def _finish(art: Artifact, clock: Stopwatch, report: dict[str, Any] | None,
-            verification: dict[str, Any]) -> Artifact:
-    from dataclasses import replace
-
     return replace(art, export_seconds=clock.seconds(), graph_report=report,
                    verification=verification)
 

@@ -45,17 +45,23 @@ class Runner:
         self.name = str(entry.get("name", path.stem))
         inp, out = entry.get("input") or {}, entry.get("output") or {}
         self.layout = str(inp.get("layout") or "NCHW")
-        self.in_quant, self.out_quant = inp.get("quantization"), out.get("quantization")
+        self.in_quant: dict[str, Any] | None = inp.get("quantization")
+        self.out_quant: dict[str, Any] | None = out.get("quantization")
         self.in_dtype = str(inp.get("dtype") or "float32")
         self.kind = str(out.get("kind") or "logits")
         shape = inp.get("shape") or [1]
         self.fixed_batch = shape[0] == 1
         self.temperature = float(entry.get("temperature", 1.0))
+        self._import()  # backend import time is not load time
         start = time.perf_counter()
         self._load()
         self.load_seconds = time.perf_counter() - start
 
+    def _import(self) -> None:
+        """Import the backend (before the load clock starts)."""
+
     def _load(self) -> None:
+        """Open the artefact; ``load_seconds`` times this."""
         raise NotImplementedError
 
     def _run(self, x: np.ndarray) -> np.ndarray:

@@ -20,6 +20,9 @@ def set_threads(threads: int) -> None:
 
 @register_runtime("executorch")
 class ExecuTorchRunner(Runner):
+    def _import(self) -> None:
+        import executorch.runtime  # noqa: F401
+
     def _load(self) -> None:
         from executorch.runtime import Runtime
 

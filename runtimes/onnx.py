@@ -11,6 +11,9 @@ from runtimes import Runner, RuntimeLoadError, register_runtime
 
 @register_runtime("onnx")
 class OnnxRunner(Runner):
+    def _import(self) -> None:
+        import onnxruntime  # noqa: F401
+
     def _load(self) -> None:
         import onnxruntime as ort
 

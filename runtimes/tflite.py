@@ -16,6 +16,9 @@ from runtimes import Runner, RuntimeLoadError, register_runtime
 
 @register_runtime("tflite")
 class TFLiteRunner(Runner):
+    def _import(self) -> None:
+        import ai_edge_litert.interpreter  # noqa: F401
+
     def _load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
 

@@ -51,6 +51,11 @@ def checkpoint_entry(path: Path, name: str | None = None) -> dict[str, Any]:
 class TorchRunner(Runner):
     batch_size = 64
 
+    def _import(self) -> None:
+        import torchvision  # noqa: F401  (and torch; kd_core.models imports it lazily)
+
+        import kd_core.models  # noqa: F401
+
     def _load(self) -> None:
         import torch
 

@@ -55,7 +55,8 @@ def test_import_needs_no_backend() -> None:
 
 def test_registry_rejects_duplicates_and_unknown_names() -> None:
     assert list_exporters()[:4] == ["tflite", "executorch", "coreml", "onnx"]
-    assert get_exporter("coreml").precisions == {"fp32": ("fp16",), "int8": ("w8", "int8")}
+    assert get_exporter("coreml").precisions == {"fp32": ("fp16",), "int8": ("w8",),
+                                                 "w8a8": ("w8a8",)}
     with pytest.raises(ValueError, match="registered twice"):
         exporters.register_exporter("onnx", ".onnx", ())(lambda *a: [])
     with pytest.raises(KeyError, match="known formats: tflite"):
@@ -121,7 +122,7 @@ def test_int8_without_calibration_data_refuses(ckpt: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     run_bad([str(ckpt), "--out", str(out), "--formats", "onnx"], capsys,
-            "INT8 needs real calibration images", "--calib-data DIR", "--precisions fp32")
+            "INT8 (onnx) needs real calibration images", "--calib-data DIR", "--precisions fp32")
     assert not any(out.iterdir())  # refused before any work
 
 
@@ -206,7 +207,8 @@ def test_failure_is_isolated_and_leaves_no_files(
     assert code == 1
     assert "FAILED tflite fp32: RuntimeError: converter crashed half way" in text
     assert "converter crashed half way" in text.split("last lines of the tflite log:")[1]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tiny_mobilenet_onnx_fp32.onnx"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["manifest.json", "tiny_mobilenet_onnx_fp32.onnx"]
     assert leftovers(out) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert [a["name"] for a in manifest["artifacts"]] == ["tiny_mobilenet_onnx_fp32"]

@@ -9,7 +9,9 @@ The seam used by ``exporters/{tflite,executorch,onnx,coreml}.py``:
 - ``quantize_recipe(fmt)``: what was done, for the manifest's ``quantization_recipe``.
 - ``graph_report(path, fmt)``: float ops left, delegate partitions, quantized vs float nodes.
 
-Heavy backends are imported lazily inside the functions.
+Per-runtime recipes (``rewrites.REWRITES``, ``quantize.RECIPES``, ``onnx_quant.onnx_recipe``)
+were chosen by timing fp32 and INT8 side by side and checking parity on real images; see
+``benchmarks/int8_speed.py``. Heavy backends are imported lazily inside the functions.
 """
 
 from __future__ import annotations

@@ -88,6 +88,25 @@ def shape_scalar_constants(gm: fx.GraphModule) -> int:
     return count
 
 
+def keep_depthwise_float(gm: fx.GraphModule, min_kernel: int) -> int:
+    """Mark depthwise convs with a kernel of at least ``min_kernel`` as handled-without-
+    quantization, so they stay float (with dequantize/quantize around them). Returns count."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target != aten.conv2d.default:
+            continue
+        weight = node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
+        groups = node.args[6] if len(node.args) > 6 else 1
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+            continue
+        if groups == weight.shape[0] and groups > 1 and min(weight.shape[-2:]) >= min_kernel:
+            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            count += 1
+    return count
+
+
 def _annotated(node: fx.Node) -> bool:
     ann = node.meta.get("quantization_annotation")
     return ann is not None and bool(getattr(ann, "_annotated", False))
@@ -137,7 +156,7 @@ def annotate_fused(gm: fx.GraphModule, config: Any, *, relu6_range_on_binary: bo
         if node.target in _WEIGHTED:
             qmap = _weighted_inputs(node, config)
         elif node.target in _BINARY:
-            qmap = {a: config.input_activation for a in node.args[:2] if isinstance(a, fx.Node)}
+            qmap = {a: _input_qspec(a, config) for a in node.args[:2] if isinstance(a, fx.Node)}
         else:
             continue
         act = _fused_activation(node)
@@ -163,10 +182,22 @@ def annotate_fused(gm: fx.GraphModule, config: Any, *, relu6_range_on_binary: bo
     return count
 
 
+def _input_qspec(arg: fx.Node, config: Any) -> Any:
+    """Share the producer's observer when it has a special output spec (fixed or shared), so
+    no requantize step appears between them; otherwise the config's input spec."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    ann = arg.meta.get("quantization_annotation")
+    out = getattr(ann, "output_qspec", None)
+    if out is not None and out != config.output_activation:
+        return SharedQuantizationSpec(arg)
+    return config.input_activation
+
+
 def _weighted_inputs(node: fx.Node, config: Any) -> dict[fx.Node, Any]:
     x, w = node.args[0], node.args[1]
     assert isinstance(x, fx.Node) and isinstance(w, fx.Node)
-    qmap: dict[fx.Node, Any] = {x: config.input_activation, w: config.weight}
+    qmap: dict[fx.Node, Any] = {x: _input_qspec(x, config), w: config.weight}
     bias = node.args[2] if len(node.args) > 2 else None
     if isinstance(bias, fx.Node) and config.bias is not None:
         qmap[bias] = config.bias

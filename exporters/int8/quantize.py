@@ -1,8 +1,22 @@
-"""PT2E static INT8 per runtime: the quantizer, calibration and the recipe for the manifest."""
+"""PT2E static INT8 per runtime: the quantizer, calibration and the recipe for the manifest.
+
+Per-runtime choices (measured on MobileNetV3-Small, see ``benchmarks/int8_speed.py``):
+
+- tflite: litert-torch's quantizer plus ``exporters.int8.annotate`` (every conv/linear/add/mul
+  annotated, ReLU/ReLU6 fused by placing the observer after them, rank-matched constants); the
+  float model has hardswish/hardsigmoid decomposed (``rewrites.REWRITES``). Result: no float op,
+  one XNNPACK partition.
+- executorch: XNNPACK's quantizer plus the same annotation; hardsigmoid folded into the
+  squeeze-excite convs; hardswish kept (XNNPACK runs it int8 through a lookup table); depthwise
+  convs with 5x5 kernels stay float because ExecuTorch's XNNPACK int8 5x5 depthwise kernel is
+  slower than its fp32 one on x86 (measured per op with the XNNPACK profiler).
+- coreml: XNNPACK's stock quantizer (Core ML cannot be timed on Linux).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -12,25 +26,42 @@ from exporters.int8.annotate import (
     annotate_fused,
     drop_redundant_clamps,
     functionalize_inplace,
+    keep_depthwise_float,
     shape_scalar_constants,
 )
 from exporters.int8.rewrites import check_format, rewrites_for
 
 
-def make_quantizer(fmt: str, *, full: bool = True, dynamic: bool = False) -> Any:
-    """The PT2E quantizer for ``fmt``: litert-torch's for TFLite, XNNPACK's otherwise.
+@dataclass(frozen=True)
+class PT2ERecipe:
+    quantizer: str  # "litert" or "xnnpack"
+    full_annotation: bool = True  # exporters.int8.annotate on top of the stock quantizer
+    dynamic: bool = False  # dynamic activations (weights only static)
+    relu6_range_on_binary: bool = False  # add/mul + ReLU6 -> fixed [0, 6] range, clamp dropped
+    float_depthwise_min_kernel: int = 0  # 0: quantize every depthwise conv
+    fold_quantize: bool = True  # fold weight quantization into int8 constants
 
-    ``full`` adds the graph preparation and annotation of ``exporters.int8.annotate`` on top of
-    the stock quantizer (in-place ops, rank-matched constants, ReLU/ReLU6 fusion, muls).
-    """
-    if fmt == "tflite":
+
+RECIPES: dict[str, PT2ERecipe] = {
+    "tflite": PT2ERecipe("litert", fold_quantize=False),
+    "executorch": PT2ERecipe("xnnpack", relu6_range_on_binary=True,
+                             float_depthwise_min_kernel=5),
+    "coreml": PT2ERecipe("xnnpack", full_annotation=False),
+}
+
+
+def make_quantizer(fmt: str, recipe: PT2ERecipe | None = None) -> Any:
+    """The PT2E quantizer for ``fmt`` (litert-torch's for TFLite, XNNPACK's otherwise)."""
+    check_format(fmt)
+    recipe = recipe or RECIPES[fmt]
+    if recipe.quantizer == "litert":
         from litert_torch.quantize.pt2e_quantizer import (
             PT2EQuantizer,
             get_symmetric_quantization_config,
         )
 
         base: type = PT2EQuantizer
-        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=recipe.dynamic)
     else:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -40,12 +71,12 @@ def make_quantizer(fmt: str, *, full: bool = True, dynamic: bool = False) -> Any
         )
 
         base = XNNPACKQuantizer
-        config = xnn_config(is_per_channel=True, is_dynamic=dynamic)
-    cls = _full_quantizer(base, relu6_range_on_binary=fmt != "tflite") if full else base
+        config = xnn_config(is_per_channel=True, is_dynamic=recipe.dynamic)
+    cls = _full_quantizer(base, recipe) if recipe.full_annotation else base
     return cls().set_global(config)
 
 
-def _full_quantizer(base: type, relu6_range_on_binary: bool) -> type:
+def _full_quantizer(base: type, recipe: PT2ERecipe) -> type:
     class FullInt8Quantizer(base):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             functionalize_inplace(model)
@@ -54,7 +85,10 @@ def _full_quantizer(base: type, relu6_range_on_binary: bool) -> type:
             return result
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            annotate_fused(model, self.global_config, relu6_range_on_binary=relu6_range_on_binary)
+            if recipe.float_depthwise_min_kernel:
+                keep_depthwise_float(model, recipe.float_depthwise_min_kernel)
+            annotate_fused(model, self.global_config,
+                           relu6_range_on_binary=recipe.relu6_range_on_binary)
             result: torch.fx.GraphModule = super().annotate(model)
             return result
 
@@ -69,7 +103,7 @@ def quantize_with(
     quantizer: Any,
     fold_quantize: bool = True,
 ) -> torch.fx.GraphModule:
-    """Export, prepare with ``quantizer``, calibrate, convert."""
+    """Export, prepare with ``quantizer``, calibrate, convert, drop exact no-op clamps."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     exported = torch.export.export(model.eval(), tuple(example_inputs)).module()
@@ -93,16 +127,15 @@ def quantize_pt2e(
     fmt: str,
 ) -> torch.fx.GraphModule:
     """Static INT8 (per-channel weights) with the quantizer that suits ``fmt``; calibrated on
-    ``calib_batches`` (each a model input tensor). Returns the converted model for the converter:
-    ``litert_torch.convert(q, args, **tflite_convert_kwargs())`` or ``torch.export.export(q,
-    args)``.
-    """
+    ``calib_batches`` (each a model input tensor). Pass the output of ``prepare_float_model``.
+    Returns the converted model for the converter: ``litert_torch.convert(q, args,
+    **tflite_convert_kwargs())`` or ``torch.export.export(q, args)``."""
     check_format(fmt)
     if fmt == "onnx":
         raise ValueError("ONNX INT8 goes through quantize_onnx on the exported fp32 file")
-    quantizer = make_quantizer(fmt)
-    return quantize_with(model, example_inputs, calib_batches, quantizer,
-                         fold_quantize=fmt != "tflite")
+    recipe = RECIPES[fmt]
+    return quantize_with(model, example_inputs, calib_batches, make_quantizer(fmt, recipe),
+                         fold_quantize=recipe.fold_quantize)
 
 
 def tflite_convert_kwargs(fmt: str = "tflite") -> dict[str, Any]:
@@ -122,13 +155,16 @@ def quantize_recipe(fmt: str) -> dict[str, Any]:
         from exporters.int8.onnx_quant import onnx_recipe
 
         return onnx_recipe()
-    quantizer = {"tflite": "litert_torch PT2EQuantizer", "executorch": "XNNPACKQuantizer",
-                 "coreml": "XNNPACKQuantizer"}[fmt]
-    return {
-        "method": "pt2e_static",
-        "quantizer": quantizer + " + exporters.int8 annotation",
-        "activations": "int8 per-tensor affine",
+    recipe = RECIPES[fmt]
+    name = {"litert": "litert_torch PT2EQuantizer", "xnnpack": "XNNPACKQuantizer"}
+    out: dict[str, Any] = {
+        "method": "pt2e_dynamic" if recipe.dynamic else "pt2e_static",
+        "quantizer": name[recipe.quantizer]
+        + (" + exporters.int8 annotation" if recipe.full_annotation else ""),
+        "activations": "float (dynamic)" if recipe.dynamic else "int8 per-tensor affine",
         "weights": "int8 per-channel symmetric",
-        "calibration": "HistogramObserver",
+        "calibration": "HistogramObserver (activations), MinMax per channel (weights)",
         "rewrites": list(rewrites_for(fmt)),
     }
+    out.update({k: v for k, v in asdict(recipe).items() if k != "quantizer"})
+    return out

@@ -104,6 +104,8 @@ def tflite_delegation(path: Path) -> dict[str, Any]:
 
 
 def executorch_report(path: Path) -> dict[str, Any]:
+    """Delegate calls (partitions) and operators outside them; inside each XNNPACK delegate,
+    node counts by type, float compute nodes and int8<->float conversions."""
     from executorch.exir._serialize._program import deserialize_pte_binary
     from executorch.exir.schema import DelegateCall, KernelCall
 
@@ -119,26 +121,122 @@ def executorch_report(path: Path) -> dict[str, Any]:
             elif isinstance(arg, KernelCall):
                 op = plan.operators[arg.op_index]
                 kernels[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
-    backends = Counter(d.id for d in plan.delegates)
-    return {
+    report: dict[str, Any] = {
         "format": "executorch",
         "delegate_partitions": delegate_calls,
-        "delegate_backends": dict(backends),
+        "delegate_backends": dict(Counter(d.id for d in plan.delegates)),
         "undelegated_ops": sum(kernels.values()),
         "undelegated_op_counts": dict(sorted(kernels.items())),
     }
+    try:
+        report.update(_xnnpack_summary(program, plan))
+    except Exception as exc:  # private serialization details may change between releases
+        report["delegate_graph_error"] = f"{type(exc).__name__}: {exc}"
+    return report
 
 
-_ONNX_QUANT = {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul",
-               "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
-               "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax", "QLinearReduceMean",
-               "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearHardSigmoid"}
+def _xnnpack_summary(program: Any, plan: Any) -> dict[str, Any]:
+    nodes: Counter[str] = Counter()
+    floats: Counter[str] = Counter()
+    lut = 0
+    for delegate in plan.delegates:
+        if delegate.id != "XnnpackBackend":
+            continue
+        graph = _xnnpack_graph(program.backend_delegate_data[delegate.processed.index].data)
+        dtypes = {}
+        for value in graph.get("xvalues", []):
+            union = value["xvalue_union"]
+            tensor = union.get("tensor_value", union)
+            dtypes[tensor.get("id_out", 0)] = str(tensor.get("datatype", ""))
+        xnodes = graph.get("xnodes", [])
+        fused = _lut_unaries(xnodes, dtypes)
+        lut += len(fused) // 3
+        for i, node in enumerate(xnodes):
+            kind = str(node["xnode_union_type"]).removeprefix("XNN")
+            nodes[kind] += 1
+            out = dtypes.get(node["xnode_union"].get("output_id", 0), "")
+            if out.endswith("fp32") and kind not in _XNN_LAYOUT and i not in fused:
+                floats[kind] += 1
+    return {"delegate_nodes": sum(nodes.values()),
+            "delegate_node_counts": dict(sorted(nodes.items())),
+            "int8_lookup_unaries": lut,
+            "float_ops": sum(v for k, v in floats.items() if k != "Convert"),
+            "float_op_counts": dict(sorted(floats.items()))}
+
+
+def _lut_unaries(xnodes: list[dict[str, Any]], dtypes: dict[int, str]) -> set[int]:
+    """Indices of ``int8 -> Convert -> unary -> Convert -> int8`` chains: XNNPACK's runtime
+    rewrites each into one int8 lookup-table op (it shows in its profiler as a unary op)."""
+    producer = {n["xnode_union"].get("output_id", 0): i for i, n in enumerate(xnodes)}
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(xnodes):
+        for key in ("input_id", "input1_id", "input2_id"):
+            if key in node["xnode_union"] or (key == "input_id" and "input1_id"
+                                              not in node["xnode_union"]):
+                users.setdefault(node["xnode_union"].get(key, 0), []).append(i)
+    fused: set[int] = set()
+    for i, node in enumerate(xnodes):
+        kind = str(node["xnode_union_type"]).removeprefix("XNN")
+        if kind not in _XNN_UNARY:
+            continue
+        src = producer.get(node["xnode_union"].get("input_id", 0))
+        dst = users.get(node["xnode_union"].get("output_id", 0), [])
+        if src is None or len(dst) != 1:
+            continue
+        before, after = xnodes[src], xnodes[dst[0]]
+        if (before["xnode_union_type"] == after["xnode_union_type"] == "XNNConvert"
+                and not dtypes.get(before["xnode_union"].get("input_id", 0), "").endswith("fp32")
+                and not dtypes.get(after["xnode_union"].get("output_id", 0), "").endswith("fp32")):
+            fused.update((src, i, dst[0]))
+    return fused
+
+
+_XNN_UNARY = {"Hardswish", "Sigmoid", "Tanh", "ELU", "LeakyReLU", "Gelu"}
+
+
+# XNNPACK nodes that only move data; a float one is no float compute.
+_XNN_LAYOUT = {"StaticTranspose", "StaticReshape", "StaticSlice", "StaticConstantPad"}
+
+
+def _xnnpack_graph(blob: bytes) -> dict[str, Any]:
+    """Decode an XNNPACK delegate payload (header + flatbuffer) to JSON with ExecuTorch's flatc."""
+    import json
+    import re
+    import subprocess
+
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import (
+        XNNHeader,
+        _get_schema_bytes,
+    )
+    from executorch.exir._serialize._flatbuffer import _get_flatc_path
+
+    header = XNNHeader.from_bytes(blob[: XNNHeader.EXPECTED_LENGTH])
+    flat = blob[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "schema.fbs").write_bytes(_get_schema_bytes())
+        (work / "graph.bin").write_bytes(flat)
+        subprocess.run([_get_flatc_path(), "--json", "--strict-json", "--raw-binary", "-o",
+                        tmp, "schema.fbs", "--", "graph.bin"], cwd=tmp, check=True,
+                       capture_output=True)
+        text = (work / "graph.json").read_text()
+    # flatc writes non-finite floats (clamp bounds) bare; they are not needed here.
+    result: dict[str, Any] = json.loads(re.sub(r"(?<![\w\"])[-+]?(nan|inf)\b", "0", text))
+    return result
+
+
 _ONNX_QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-_ONNX_NEUTRAL = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Transpose", "Identity",
-                 "MaxPool", "Relu", "Clip", "Constant", "Gather", "Concat", "Slice"}
+# Ops that produce integer tensors from integer (or float) inputs in a fused QDQ graph.
+_ONNX_INT_PRODUCERS = {"QuantizeLinear", "DynamicQuantizeLinear", "QGemm", "ConvInteger",
+                       "MatMulInteger"}
+# Ops that carry the element type of their first input: int8 in, int8 out.
+_ONNX_PASS_TYPE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
+                   "MaxPool", "Relu", "Clip", "Gather", "Concat", "Slice", "Pad", "Resize"}
 
 
 def onnx_report(path: Path) -> dict[str, Any]:
+    """Counts after ONNX Runtime's QDQ fusion: quantized nodes (QLinear*, QGemm...), float
+    nodes (compute on float tensors), quantize/dequantize nodes, int8 data movement."""
     import onnx
     import onnxruntime as ort
 
@@ -149,22 +247,33 @@ def onnx_report(path: Path) -> dict[str, Any]:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(opt_path)
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        opt = onnx.load(str(opt_path), load_external_data=False)
-        fused = Counter(n.op_type for n in opt.graph.node)
-    quant = {k: v for k, v in fused.items() if k in _ONNX_QUANT}
-    qdq = {k: v for k, v in fused.items() if k in _ONNX_QDQ}
-    neutral = {k: v for k, v in fused.items() if k in _ONNX_NEUTRAL}
-    floats = {k: v for k, v in fused.items()
-              if k not in _ONNX_QUANT and k not in _ONNX_QDQ and k not in _ONNX_NEUTRAL}
+        nodes = list(onnx.load(str(opt_path), load_external_data=False).graph.node)
+    kinds = {"quantized": Counter[str](), "float": Counter[str](), "qdq": Counter[str](),
+             "int8_data_movement": Counter[str]()}
+    int_tensors: set[str] = set()
+    for node in nodes:
+        op = node.op_type
+        int_in = bool(node.input) and node.input[0] in int_tensors
+        if op in _ONNX_QDQ:
+            kind = "qdq"
+        elif op.startswith("QLinear") or op in _ONNX_INT_PRODUCERS:
+            kind = "quantized"
+        elif op in _ONNX_PASS_TYPE and int_in:
+            kind = "int8_data_movement"
+        elif op in ("Shape", "Constant"):
+            continue
+        else:
+            kind = "float"
+        kinds[kind][op] += 1
+        if kind in ("quantized", "int8_data_movement") or op in ("QuantizeLinear",
+                                                                  "DynamicQuantizeLinear"):
+            int_tensors.update(node.output)
     return {
         "format": "onnx",
         "nodes": sum(raw.values()),
         "node_counts": dict(sorted(raw.items())),
-        "quantized_nodes": sum(quant.values()),
-        "float_nodes": sum(floats.values()),
-        "qdq_nodes": sum(qdq.values()),
-        "optimized_counts": {"quantized": dict(sorted(quant.items())),
-                             "float": dict(sorted(floats.items())),
-                             "qdq": dict(sorted(qdq.items())),
-                             "data_movement": dict(sorted(neutral.items()))},
+        "quantized_nodes": sum(kinds["quantized"].values()),
+        "float_nodes": sum(kinds["float"].values()),
+        "qdq_nodes": sum(kinds["qdq"].values()),
+        "optimized_counts": {k: dict(sorted(v.items())) for k, v in kinds.items()},
     }

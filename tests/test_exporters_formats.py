@@ -1,0 +1,218 @@
+"""Every format on a tiny model: the artefact runs in its real runtime and matches torch, the
+manifest describes it exactly, the metadata is embedded, Core ML's spec is what Vision needs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from exporters_support import colour_labels, smooth_images, write_checkpoint, write_image_folder
+
+from exporters import Artifact
+from exporters.all import ExportResult, export_all, load_settings, main
+from exporters.calibration_data import load_calibration
+from exporters.verify import reference_outputs
+from kd_core.data.transforms import Preprocessing, normalize
+from kd_core.io import path_bytes, sha256_file
+
+SIZE = 32
+FP32_TOL = 1e-4
+EXPECTED = {f"tiny_mobilenet_{n}" for n in (
+    "tflite_fp32", "tflite_int8", "executorch_fp32", "executorch_int8", "coreml_fp16",
+    "coreml_w8", "coreml_w8a8", "onnx_fp32", "onnx_int8")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """As the CLI does: one torch thread avoids oversubscribing a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("export")
+    ckpt = write_checkpoint(root / "tiny.pth", size=SIZE, steps=60)
+    folder = write_image_folder(root / "calib", n=24, size=48, seed=5)
+    model, cfg, k = load_settings(ckpt)
+    calib = load_calibration(folder, cfg.preprocessing, cfg.labels, n=24, seed=3)
+    from dataclasses import replace
+
+    cfg = replace(cfg, calibration=calib, precisions=("fp32", "int8", "w8a8"))
+    result = export_all(model, cfg, root / "out",
+                        ("tflite", "executorch", "coreml", "onnx"), num_classes=k)
+    images = smooth_images(64, SIZE, seed=99)  # fresh images, not the calibration ones
+    return {"ckpt": ckpt, "model": model, "result": result, "out": root / "out",
+            "manifest": json.loads(result.manifest_path.read_text()),
+            "x": normalize(images, Preprocessing(size=SIZE)), "pixels": images}
+
+
+def artefact(run: dict[str, Any], name: str) -> Artifact:
+    result: ExportResult = run["result"]
+    return next(a for a in result.artifacts if a.name == f"tiny_mobilenet_{name}")
+
+
+def runtime(fmt: str) -> Any:
+    return importlib.import_module(f"exporters.{fmt}").run
+
+
+def test_every_artefact_written_atomically(run: dict[str, Any]) -> None:
+    assert run["result"].failures == []
+    assert {a["name"] for a in run["manifest"]["artifacts"]} == EXPECTED
+    names = {p.name for p in run["out"].iterdir()}
+    assert not [n for n in names if n.startswith(".")]  # no temporary files or folders left
+    assert {"tiny_mobilenet_executorch_fp32.json", "manifest.json"} <= names
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "executorch", "onnx"])
+def test_fp32_matches_torch(run: dict[str, Any], fmt: str) -> None:
+    art = artefact(run, f"{fmt}_fp32")
+    got = runtime(fmt)(art.path, run["x"])
+    want = reference_outputs(run["model"], run["x"])
+    assert np.ptp(want) > 5  # decisive logits, so the check means something
+    assert np.abs(got - want).max() <= FP32_TOL
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "executorch"])
+def test_int8_matches_fake_quantized_torch(run: dict[str, Any], fmt: str) -> None:
+    art = artefact(run, f"{fmt}_int8")
+    assert art.reference is not None
+    got = runtime(fmt)(art.path, run["x"])
+    want = reference_outputs(art.reference, run["x"])  # PT2E's converted model
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
+    assert np.abs(got - want).max() <= 0.05 * np.ptp(want)
+
+
+def test_onnx_int8_agrees_with_float(run: dict[str, Any]) -> None:
+    art = artefact(run, "onnx_int8")
+    got = runtime("onnx")(art.path, run["x"])
+    want = reference_outputs(run["model"], run["x"])
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+    truth = colour_labels(run["pixels"], 2)
+    assert (got.argmax(1) == truth).mean() >= (want.argmax(1) == truth).mean() - 0.1
+
+
+def test_tflite_int8_io_is_int8_nhwc_with_recorded_quantization(run: dict[str, Any]) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    entry = next(a for a in run["manifest"]["artifacts"] if a["name"].endswith("tflite_int8"))
+    it = Interpreter(model_path=str(run["out"] / entry["path"]))
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+    assert entry["input"]["layout"] == "NHWC" and list(inp["shape"]) == [1, SIZE, SIZE, 3]
+    for spec, detail in ((entry["input"], inp), (entry["output"], out)):
+        assert spec["dtype"] == "int8" and detail["dtype"] == np.int8
+        assert spec["quantization"] == {"scale": pytest.approx(detail["quantization"][0]),
+                                        "zero_point": detail["quantization"][1]}
+
+
+def test_manifest_describes_each_artefact(run: dict[str, Any]) -> None:
+    m = run["manifest"]
+    ckpt_sha = sha256_file(run["ckpt"])
+    assert m["manifest_version"] == 1 and m["source_checkpoint"]["sha256"] == ckpt_sha
+    assert m["source_checkpoint"] | {"path": None} == {
+        "path": None, "sha256": ckpt_sha, "arch": "tiny_mobilenet", "num_classes": 2}
+    assert m["labels"] == ["other", "melanoma"] and m["positive_index"] == 1
+    assert m["temperature"] == 1.5 and m["threshold"] == 0.3
+    assert m["preprocessing"]["size"] == SIZE and m["preprocessing"]["resize"] == "squash"
+    calib = m["calibration"]
+    assert calib["samples"] == len(calib["image_ids"]) == 24 and calib["seed"] == 3
+    assert calib["class_balanced"] is False  # a plain folder has no labels
+    for tool in ("torch", "litert-torch", "executorch", "coremltools", "onnxruntime"):
+        assert m["tool_versions"][tool][0].isdigit()
+    for e in m["artifacts"]:
+        path = run["out"] / e["path"]
+        assert e["bytes"] == path_bytes(path) > 0 and e["sha256"] == sha256_file(path)
+        assert e["name"] == f"tiny_mobilenet_{e['format']}_{e['precision']}"
+        assert {k: e[k] for k in ("labels", "positive_index", "temperature", "threshold",
+                                  "preprocessing")} == {k: m[k] for k in (
+            "labels", "positive_index", "temperature", "threshold", "preprocessing")}
+        assert e["source_checkpoint_sha256"] == ckpt_sha and e["export_seconds"] > 0
+        assert e["input"]["layout"] == {"tflite": "NHWC"}.get(e["format"], "NCHW")
+        assert e["output"]["kind"] == ("probabilities" if e["format"] == "coreml" else "logits")
+        quantized = e["precision"] in ("int8", "w8", "w8a8")
+        assert ("quantization_recipe" in e) == quantized and ("graph_report" in e) == quantized
+        assert isinstance(e["verification"], dict)
+    fp32 = [e for e in m["artifacts"] if e["precision"] == "fp32"]
+    assert all(e["verification"]["max_abs_diff"] <= FP32_TOL for e in fp32)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "executorch", "coreml", "onnx"])
+def test_metadata_is_embedded(run: dict[str, Any], fmt: str) -> None:
+    read = importlib.import_module(f"exporters.{fmt}").read_metadata
+    for e in run["manifest"]["artifacts"]:
+        if e["format"] != fmt:
+            continue
+        meta = read(run["out"] / e["path"])
+        assert meta is not None, e["name"]
+        for key in ("name", "precision", "input", "output", "labels", "preprocessing",
+                    "temperature", "threshold", "positive_index", "source_checkpoint_sha256",
+                    "tool_versions"):
+            assert meta[key] == e[key], (e["name"], key)
+
+
+def test_onnx_files_pass_the_checker(run: dict[str, Any]) -> None:
+    import onnx
+
+    for name in ("onnx_fp32", "onnx_int8"):
+        proto = onnx.load(str(artefact(run, name).path))
+        onnx.checker.check_model(proto, full_check=True)
+        keys = {p.key for p in proto.metadata_props}
+        assert {"edgekd_manifest", "labels", "threshold", "preprocessing"} <= keys
+
+
+@pytest.mark.parametrize("precision", ["fp16", "w8", "w8a8"])
+def test_coreml_is_a_vision_image_classifier(run: dict[str, Any], precision: str) -> None:
+    from exporters.coreml import read_spec
+
+    spec = read_spec(artefact(run, f"coreml_{precision}").path)
+    assert spec["model_type"] == "mlProgram" and spec["input_is_image"]
+    assert spec["input_size"] == [SIZE, SIZE] and spec["color_space"] == "RGB"
+    assert spec["labels"] == ["other", "melanoma"]
+    assert (spec["predicted_feature"], spec["predicted_probabilities"]) == (
+        "classLabel", "classLabel_probs")
+    ops = spec["op_counts"]
+    eight_bit = ops.get("constexpr_affine_dequantize", 0) + ops.get(
+        "constexpr_blockwise_shift_scale", 0)
+    assert (eight_bit > 0) == (precision != "fp16")
+    assert (ops.get("quantize", 0) > 0) == (precision == "w8a8")  # activations too
+    assert "edgekd_manifest" in spec["metadata"]
+
+
+def test_coreml_wrapper_is_the_eval_preprocessing_plus_temperature(run: dict[str, Any]) -> None:
+    wrapper = artefact(run, "coreml_fp16").reference
+    assert wrapper is not None
+    pixels = torch.from_numpy(run["pixels"][:8]).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        got = wrapper(pixels)
+        logits = run["model"](torch.from_numpy(run["x"][:8]))
+    assert torch.allclose(got, torch.softmax(logits / 1.5, dim=1), atol=1e-5)
+
+
+def test_other_architecture_and_class_count(tmp_path: Path) -> None:
+    """tiny_resnet with 7 classes through the CLI: fp32 everywhere, Core ML 8-bit weights
+    without calibration data, INT8 for ONNX with it."""
+    ckpt = write_checkpoint(tmp_path / "r.pth", arch="tiny_resnet", num_classes=7, size=SIZE)
+    folder = write_image_folder(tmp_path / "calib", n=8, size=40)
+    out = tmp_path / "out"
+    assert main([str(ckpt), "--out", str(out), "--precisions", "fp32"]) == 0
+    assert main([str(ckpt), "--out", str(out), "--formats", "coreml", "--precisions",
+                 "int8"]) == 0
+    assert main([str(ckpt), "--out", str(out), "--formats", "onnx", "--precisions", "int8",
+                 "--calib-data", str(folder), "--calib-samples", "8"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert len(m["labels"]) == 7 and m["source_checkpoint"]["num_classes"] == 7
+    assert {a["name"].removeprefix("tiny_resnet_") for a in m["artifacts"]} == {
+        "tflite_fp32", "executorch_fp32", "coreml_fp16", "coreml_w8", "onnx_fp32", "onnx_int8"}
+    assert m["calibration"]["samples"] == 8
+    for e in m["artifacts"]:
+        assert e["output"]["shape"][-1] == 7
+        if "max_abs_diff" in e["verification"] and e["precision"] == "fp32":
+            assert e["verification"]["max_abs_diff"] <= FP32_TOL
