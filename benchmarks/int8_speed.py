@@ -2,7 +2,7 @@
 
     python -m benchmarks.int8_speed CKPT_OR_ARCH --calib-data D [--image-size 224] \
         [--threads 1,2] [--runs 300] [--formats tflite,executorch,onnx] \
-        [--eval-data D --eval-samples N] [--out DIR] [--json PATH]
+        [--eval-data D --eval-samples N] [--out DIR [--reuse]] [--json PATH]
 
 Exports fp32 and INT8 artefacts through the real exporters (``exporters.all.export_all``), then,
 for each runtime and thread count, one fresh process loads both and times them interleaved
@@ -58,7 +58,8 @@ def time_interleaved(entries: list[dict[str, Any]], root: Path, threads: int,
     size = int(entries[0]["preprocessing"]["size"])
     image = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runners = [load_runner(e, root, threads) for e in entries]
-    inputs = [r._prepare(image) for r in runners]  # artefact dtype/layout, outside the clock
+    # The artefact's own dtype and layout, one contiguous buffer as an app hands it over.
+    inputs = [np.ascontiguousarray(r._prepare(image)) for r in runners]
     for r, x in zip(runners, inputs, strict=True):
         for _ in range(settings.warmup):
             r._run(x)
@@ -200,17 +201,6 @@ def parity_rows(model: Any, cfg: Any, manifest: Path, images: np.ndarray, labels
 # --- report -------------------------------------------------------------------------------------
 
 
-def _graph_summary(entry: dict[str, Any]) -> str:
-    r = entry.get("graph_report") or {}
-    if "error" in r:
-        return f"report error: {r['error'][:60]}"
-    if entry["format"] == "onnx":
-        return (f"quantized nodes {r.get('quantized_nodes')}, float nodes {r.get('float_nodes')}, "
-                f"Q/DQ {r.get('qdq_nodes')}")
-    return (f"float ops {r.get('float_ops')}, delegate partitions "
-            f"{r.get('delegate_partitions')}, undelegated ops {r.get('undelegated_ops')}")
-
-
 def speed_table(timings: dict[str, dict[int, dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per (format, threads): fp32 and INT8 p50, their ratio (fp32 / INT8: > 1 is INT8
     faster) and the same ratio from the p10s (less sensitive to a busy host)."""
@@ -240,10 +230,13 @@ def print_report(rows: list[dict[str, Any]], manifest: dict[str, Any],
         print(f"{r['format']:<11} {r['threads']:>3} {r['fp32_p50_ms']:9.3f} "
               f"{r['int8_p50_ms']:9.3f} {r['speedup_p50']:8.2f}x {r['speedup_p10']:5.2f}x "
               f"{r['fp32_p90_ms']:9.3f} {r['int8_p90_ms']:9.3f}")
+    from exporters.int8 import graph_summary
+
     print("\nINT8 graphs")
     for e in manifest["artifacts"]:
         if e["precision"] == "int8":
-            print(f"  {e['name']:<36} {e['bytes'] / 1e6:5.2f} MB  {_graph_summary(e)}")
+            summary = graph_summary(e.get("graph_report"))
+            print(f"  {e['name']:<36} {e['bytes'] / 1e6:5.2f} MB  {summary}")
     if parity is None:
         return
     print(f"\nparity on real images (gate: |delta ROC-AUC| <= {max_delta})")
@@ -285,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=None, help="artefact folder (default: a temp one)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--reuse", action="store_true",
+                   help="time the artefacts already in --out (skip the export)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--threads-one", type=int, default=1, help=argparse.SUPPRESS)
@@ -321,7 +316,12 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     model, cfg, trained = load_model(args.model, args.image_size)
     if args.eval_data is not None and not trained:
         print("note: random weights; parity figures mean little without a trained checkpoint")
-    manifest = _export(model, cfg, args, formats, out)
+    if args.reuse:
+        if args.out is None or not (out / "manifest.json").is_file():
+            raise UsageError("--reuse needs --out DIR with a manifest.json from an earlier run")
+        manifest = json.loads((out / "manifest.json").read_text())
+    else:
+        manifest = _export(model, cfg, args, formats, out)
     settings = TimingSettings(runs=args.runs, warmup=args.warmup)
     timings = {f: {t: time_isolated(out / "manifest.json", f, t, settings)
                    for t in args.threads} for f in formats}

@@ -25,6 +25,7 @@ from exporters.base import (
     Failure,
     PartialExport,
     Stopwatch,
+    artefact_precisions,
     artifact_name,
     describe,
 )
@@ -78,6 +79,11 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads for calibration and tracing; 1 avoids thread "
                         "oversubscription on a shared machine (default: %(default)s)")
+    p.add_argument("--jobs", default="auto", metavar="N",
+                   help="worker processes exporting formats at once (a crash there fails only "
+                        "the format it was on); 1 runs everything in this process; auto: the "
+                        "idle cores (cores minus the 1-minute load average), at most 2 "
+                        "(default: %(default)s)")
     p.add_argument("--verbose", action="store_true",
                    help="show the converters' own output instead of a log tail on failure")
     return p
@@ -106,6 +112,16 @@ def _parse_job(args: argparse.Namespace, fixed: tuple[str, ...] | None) -> Job:
     ckpt: Path = args.checkpoint
     out = args.out if args.out is not None else ckpt.parent / f"{ckpt.stem}_export"
     return Job(tuple(dict.fromkeys(formats)), tuple(dict.fromkeys(families)), out, args.verbose)
+
+
+def resolve_jobs(value: str) -> int:
+    """``--jobs``: a positive number, or "auto" (idle cores, at most 2, at least 1)."""
+    if value == "auto":
+        idle = (os.cpu_count() or 1) - round(os.getloadavg()[0])
+        return max(1, min(2, idle))
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--jobs must be a positive number or auto, got {value!r}")
+    return int(value)
 
 
 def _check_writable(out: Path) -> None:
@@ -198,19 +214,26 @@ def _call(spec: Any, model: Any, example: tuple[Any, ...], cfg: ExportSettings, 
         return [], [Failure(spec.name, p, describe(exc)) for p in wanted]
 
 
-def _export_format(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
-                   job: Job) -> tuple[list[Artifact], list[Failure]]:
-    """Run one format with its output captured; print its artefacts or failures."""
-    from kd_core.io import path_bytes
+def run_format(fmt: str, model: Any, cfg: ExportSettings, job: Job
+               ) -> tuple[list[Artifact], list[Failure], str]:
+    """Run one format with its output captured: (artefacts, failures, log tail on failure)."""
+    import torch
 
-    spec = get_exporter(fmt)
-    wanted = [p for fam in job.families for p in spec.precisions.get(fam, ())]
-    print(f"{fmt}: exporting {', '.join(wanted)} ...", flush=True)
+    size = cfg.preprocessing.size
+    example = (torch.from_numpy(cfg.calibration.normalized()[:1]) if cfg.calibration is not None
+               else torch.zeros(1, 3, size, size),)
     with _captured(not job.verbose) as log:
-        arts, failures = _call(spec, model, example, cfg, job, wanted)
+        arts, failures = _call(get_exporter(fmt), model, example, cfg, job,
+                               artefact_precisions(fmt, job.families))
     tail = _tail(log) if failures else ""
     if log is not None:
         log.unlink(missing_ok=True)
+    return arts, failures, tail
+
+
+def _print_outcome(fmt: str, arts: list[Artifact], failures: list[Failure], tail: str) -> None:
+    from kd_core.io import path_bytes
+
     for a in arts:
         print(f"  {a.name}: {path_bytes(a.path) / 1e6:.2f} MB in {a.export_seconds:.1f} s",
               flush=True)
@@ -218,7 +241,6 @@ def _export_format(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSe
         print(f"  FAILED {fmt} {f.precision}: {f.error}", flush=True)
     if tail:
         print(f"  last lines of the {fmt} log:\n{tail}", flush=True)
-    return arts, failures
 
 
 def summary_table(arts: list[Artifact], failures: list[Failure]) -> str:
@@ -244,28 +266,43 @@ class ExportResult:
 
 
 def export_all(model: Any, cfg: ExportSettings, out_dir: Path, formats: tuple[str, ...],
-               verbose: bool = False, num_classes: int | None = None) -> ExportResult:
+               verbose: bool = False, num_classes: int | None = None, jobs: int = 1,
+               checkpoint: Path | None = None, threads: int = 1) -> ExportResult:
     """Export ``model`` to each format (precision families ``cfg.precisions``) in ``out_dir``,
-    isolating failures, and write the manifest. The library entry point behind the CLI."""
-    import torch
+    isolating failures, and write the manifest. The library entry point behind the CLI.
 
+    ``jobs > 1`` runs formats in worker processes (they rebuild the model from ``checkpoint``);
+    their artefacts come back without the torch ``reference``.
+    """
     from exporters.manifest import build_manifest, merge_previous, write_manifest
 
     clock = Stopwatch()
     job = Job(formats, cfg.precisions, out_dir, verbose)
-    size = cfg.preprocessing.size
-    example = (torch.from_numpy(cfg.calibration.normalized()[:1]) if cfg.calibration is not None
-               else torch.zeros(1, 3, size, size),)
-    arts: list[Artifact] = []
-    failures: list[Failure] = []
-    for i, fmt in enumerate(formats, start=1):
-        print(f"[{i}/{len(formats)}] ", end="")
-        got, failed = _export_format(fmt, model, example, cfg, job)
-        arts += got
-        failures += failed
+    results: dict[str, tuple[list[Artifact], list[Failure]]] = {}
+    if jobs > 1 and len(formats) > 1 and checkpoint is not None:
+        from exporters.parallel import Task, run_parallel, share_out
+
+        groups = share_out(formats, jobs)
+        print(f"exporting in {len(groups)} worker processes: "
+              + "; ".join(", ".join(g) for g in groups), flush=True)
+        tasks = [Task(g, checkpoint, cfg, out_dir, verbose, threads) for g in groups]
+        wanted = {f: artefact_precisions(f, cfg.precisions) for f in formats}
+        for o in run_parallel(tasks, jobs, wanted):
+            print(f"{o.fmt}: done", flush=True)
+            _print_outcome(o.fmt, o.artifacts, o.failures, o.log_tail)
+            results[o.fmt] = (o.artifacts, o.failures)
+    else:
+        for i, fmt in enumerate(formats, start=1):
+            print(f"[{i}/{len(formats)}] {fmt}: exporting "
+                  f"{', '.join(artefact_precisions(fmt, cfg.precisions))} ...", flush=True)
+            arts, failed, tail = run_format(fmt, model, cfg, job)
+            _print_outcome(fmt, arts, failed, tail)
+            results[fmt] = (arts, failed)
+    arts = [a for f in formats for a in results[f][0]]
+    failures = [x for f in formats for x in results[f][1]]
     manifest = build_manifest(arts, cfg, out_dir, failures, num_classes)
     attempted = {artifact_name(cfg, f, p) for f in formats
-                 for fam in cfg.precisions for p in get_exporter(f).precisions.get(fam, ())}
+                 for p in artefact_precisions(f, cfg.precisions)}
     path = write_manifest(merge_previous(manifest, out_dir, attempted), out_dir)
     return ExportResult(arts, failures, path, clock.seconds())
 
@@ -275,12 +312,15 @@ def run(args: argparse.Namespace, fixed: tuple[str, ...] | None = None) -> int:
 
     clock = Stopwatch()
     job = _parse_job(args, fixed)
+    jobs = resolve_jobs(args.jobs)
     model, cfg, num_classes = load_settings(args.checkpoint, job.families)
     _check_writable(job.out_dir)
     cfg = replace(cfg, calibration=_calibration(args, job, cfg))
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, args.threads))
-    result = export_all(model, cfg, job.out_dir, job.formats, job.verbose, num_classes)
+    result = export_all(model, cfg, job.out_dir, job.formats, job.verbose, num_classes,
+                        jobs=jobs, checkpoint=args.checkpoint,
+                        threads=args.threads)
     print(f"\n{summary_table(result.artifacts, result.failures)}\n\n"
           f"manifest: {result.manifest_path}  ({len(result.artifacts)} written, "
           f"{len(result.failures)} failed; {result.seconds:.1f} s exporting, "

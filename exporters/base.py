@@ -31,50 +31,6 @@ class MissingCalibrationError(ExportError):
 
 
 @dataclass(frozen=True)
-class Failure:
-    format: str
-    precision: str
-    error: str
-
-
-class PartialExport(ExportError):
-    """Some precisions of a format failed; ``artifacts`` holds the ones that were written."""
-
-    def __init__(self, artifacts: list[Artifact], failures: list[Failure]) -> None:
-        super().__init__("; ".join(f"{f.format} {f.precision}: {f.error}" for f in failures))
-        self.artifacts = artifacts
-        self.failures = failures
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def export_each(fmt: str, precisions: tuple[str, ...],
-                one: Callable[[str], Artifact | list[Artifact]]) -> list[Artifact]:
-    """Run ``one(precision)`` for each precision; a failure does not stop the others.
-
-    Raises ``PartialExport`` (with the artefacts that worked) if any precision failed.
-    """
-    import traceback
-
-    arts: list[Artifact] = []
-    failures = []
-    for precision in precisions:
-        try:
-            got = one(precision)
-        except Exception as exc:
-            traceback.print_exc()
-            failures.append(Failure(fmt, precision, describe(exc)))
-            continue
-        arts.extend(got if isinstance(got, list) else [got])
-    if failures:
-        raise PartialExport(arts, failures)
-    return arts
-
-
-@dataclass(frozen=True)
 class ExportSettings:
     """Everything an exporter needs besides the model: the checkpoint's decision metadata."""
 
@@ -95,6 +51,58 @@ class ExportSettings:
                 f"{fmt} INT8 needs calibration images: pass --calib-data DIR (a prepared split "
                 "folder, a HAM10000 folder or a folder of training images)")
         return self.calibration
+
+
+@dataclass(frozen=True)
+class Failure:
+    format: str
+    precision: str
+    error: str
+
+
+class PartialExport(ExportError):
+    """Some precisions of a format failed; ``artifacts`` holds the ones that were written."""
+
+    def __init__(self, artifacts: list[Artifact], failures: list[Failure]) -> None:
+        super().__init__("; ".join(f"{f.format} {f.precision}: {f.error}" for f in failures))
+        self.artifacts = artifacts
+        self.failures = failures
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def artefact_precisions(fmt: str, families: tuple[str, ...]) -> list[str]:
+    """The artefact precisions a format makes for the requested families (its registration)."""
+    from exporters import get_exporter
+
+    spec = get_exporter(fmt)
+    return [p for fam in families for p in spec.precisions.get(fam, ())]
+
+
+def export_each(fmt: str, cfg: ExportSettings,
+                one: Callable[[str], Artifact | list[Artifact]]) -> list[Artifact]:
+    """Run ``one(precision)`` for each artefact precision ``cfg.precisions`` asks of ``fmt``;
+    a failure does not stop the others. Raises ``PartialExport`` (with the artefacts that
+    worked) if any precision failed.
+    """
+    import traceback
+
+    arts: list[Artifact] = []
+    failures = []
+    for precision in artefact_precisions(fmt, cfg.precisions):
+        try:
+            got = one(precision)
+        except Exception as exc:
+            traceback.print_exc()
+            failures.append(Failure(fmt, precision, describe(exc)))
+            continue
+        arts.extend(got if isinstance(got, list) else [got])
+    if failures:
+        raise PartialExport(arts, failures)
+    return arts
 
 
 def artifact_name(cfg: ExportSettings, fmt: str, precision: str) -> str:

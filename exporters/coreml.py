@@ -73,13 +73,11 @@ class ImageClassifier(nn.Module):
                    needs_calibration=("w8a8",))
 def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
-    wanted = [p for fam in cfg.precisions for p in PRECISIONS.get(fam, ())]
     size = cfg.preprocessing.size
     example = (torch.rand(1, 3, size, size),)
     wrapper = ImageClassifier(model, cfg.preprocessing, cfg.temperature).eval()
     cache: dict[str, Any] = {}
-    return export_each(FORMAT, tuple(wanted),
-                       lambda p: _export_one(wrapper, example, out_dir, cfg, p, cache))
+    return export_each(FORMAT, cfg, lambda p: _export_one(wrapper, example, out_dir, cfg, p, cache))
 
 
 def _convert(wrapper: ImageClassifier, example: tuple[Any, ...], cfg: ExportSettings,

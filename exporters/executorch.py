@@ -43,7 +43,7 @@ TOOLS = ("executorch",)
 def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
     return export_each(
-        FORMAT, cfg.precisions, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
+        FORMAT, cfg, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
 
 
 def _lower(model: nn.Module, example_inputs: tuple[Any, ...]) -> bytes:

@@ -55,7 +55,7 @@ def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
             recipe = _quantize(model, example_inputs, stage, staged, cfg)
             return _finish(staged, model, out_dir, cfg, "int8", clock, recipe)
 
-        return export_each(FORMAT, cfg.precisions, one)
+        return export_each(FORMAT, cfg, one)
 
 
 def export_onnx(model: nn.Module, example_inputs: tuple[Any, ...], path: Path) -> None:

@@ -54,7 +54,7 @@ class NCHWInput(nn.Module):
 def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
     return export_each(
-        FORMAT, cfg.precisions, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
+        FORMAT, cfg, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:

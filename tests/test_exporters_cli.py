@@ -71,7 +71,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for option in ("CKPT", "--out", "--formats", "--precisions", "--calib-data",
-                   "--calib-samples", "--seed", "--verbose", "Exit codes"):
+                   "--calib-samples", "--seed", "--threads", "--jobs", "--verbose",
+                   "Exit codes"):
         assert option in text
 
 
@@ -108,6 +109,8 @@ def test_unknown_format_and_precision(ckpt: Path, tmp_path: Path,
             "unknown format(s) tensorrt", "known formats: tflite, executorch, coreml, onnx")
     run_bad([str(ckpt), "--out", str(tmp_path), "--precisions", "int4"], capsys,
             "unknown precision(s) int4")
+    run_bad([str(ckpt), "--out", str(tmp_path), "--jobs", "0"], capsys,
+            "--jobs must be a positive number or auto")
 
 
 def test_unwritable_output_folder(ckpt: Path, tmp_path: Path,
@@ -202,7 +205,7 @@ def test_failure_is_isolated_and_leaves_no_files(
                                      {"fp32": ("fp32",)}, ()))
     out = tmp_path / "out"
     code = main([str(ckpt), "--out", str(out), "--formats", "tflite,onnx", "--precisions",
-                 "fp32"])
+                 "fp32", "--jobs", "1"])
     text = capsys.readouterr().out
     assert code == 1
     assert "FAILED tflite fp32: RuntimeError: converter crashed half way" in text
@@ -240,7 +243,8 @@ def test_new_format_is_one_registration_and_manifest_merges(
     monkeypatch.setitem(EXPORTERS, "fake",
                         ExporterSpec("fake", _fake_export, ".bin", {"fp32": ("fp32",)}, ()))
     out = tmp_path / "out"
-    assert main([str(ckpt), "--out", str(out), "--formats", "fake", "--precisions", "fp32"]) == 0
+    assert main([str(ckpt), "--out", str(out), "--formats", "fake", "--precisions", "fp32",
+                 "--jobs", "1"]) == 0
     first = json.loads((out / "manifest.json").read_text())
     assert [a["name"] for a in first["artifacts"]] == ["tiny_mobilenet_fake_fp32"]
     # A later single-format run from the same checkpoint keeps the other format's entry.
@@ -252,3 +256,25 @@ def test_new_format_is_one_registration_and_manifest_merges(
     assert main([str(ckpt), "--out", str(out), "--formats", "onnx", "--precisions", "fp32"]) == 0
     third = json.loads((out / "manifest.json").read_text())
     assert [a["name"] for a in third["artifacts"]] == ["tiny_mobilenet_onnx_fp32"]
+
+
+def test_worker_processes_isolate_a_dying_format(ckpt: Path, tmp_path: Path) -> None:
+    from exporters.all import load_settings
+    from exporters.parallel import Task, run_parallel, share_out
+
+    groups = share_out(("tflite", "executorch", "coreml", "onnx"), 2)
+    assert {frozenset(g) for g in groups} == {frozenset({"executorch", "coreml"}),
+                                              frozenset({"tflite", "onnx"})}
+    _, cfg, _ = load_settings(ckpt, ("fp32",))
+    tasks = [Task(("onnx",), ckpt, cfg, tmp_path, False, 1),
+             Task(("coreml", "onnx"), tmp_path / "vanished.pth", cfg, tmp_path, False, 1)]
+    wanted = {"onnx": ["fp32"], "coreml": ["fp16"]}
+    outcomes = list(run_parallel(tasks, 2, wanted))
+    ok = [o for o in outcomes if o.artifacts]
+    assert [a.name for o in ok for a in o.artifacts] == ["tiny_mobilenet_onnx_fp32"]
+    assert ok[0].artifacts[0].reference is None  # torch modules stay in the worker
+    died = [(o.fmt, o.failures[0].error) for o in outcomes if o.failures]
+    # The dead worker fails the format it was on; the rest is retried in a fresh worker.
+    assert died == [("coreml", "worker process died (exit code 1)"),
+                    ("onnx", "worker process died (exit code 1)")]
+    assert (tmp_path / "tiny_mobilenet_onnx_fp32.onnx").is_file()

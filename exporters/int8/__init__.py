@@ -7,7 +7,8 @@ The seam used by ``exporters/{tflite,executorch,onnx,coreml}.py``:
   format's converter; ``tflite_convert_kwargs(fmt)`` gives extra converter arguments.
 - ``quantize_onnx(fp32_path, out_path, calib_batches, input_name)``: ONNX Runtime QDQ INT8.
 - ``quantize_recipe(fmt)``: what was done, for the manifest's ``quantization_recipe``.
-- ``graph_report(path, fmt)``: float ops left, delegate partitions, quantized vs float nodes.
+- ``graph_report(path, fmt)``: float ops left, delegate partitions, quantized vs float nodes;
+  ``graph_summary(report)`` makes it one line for the export summary.
 
 Per-runtime recipes (``rewrites.REWRITES``, ``quantize.RECIPES``, ``onnx_quant.onnx_recipe``)
 were chosen by timing fp32 and INT8 side by side and checking parity on real images; see
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 from exporters.int8.onnx_quant import quantize_onnx
 from exporters.int8.quantize import quantize_pt2e, quantize_recipe, tflite_convert_kwargs
-from exporters.int8.report import graph_report
+from exporters.int8.report import graph_report, graph_summary
 from exporters.int8.rewrites import FORMATS, prepare_float_model
 
 __all__ = [
     "FORMATS",
     "graph_report",
+    "graph_summary",
     "prepare_float_model",
     "quantize_onnx",
     "quantize_pt2e",

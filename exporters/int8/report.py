@@ -34,6 +34,22 @@ def graph_report(path: Path, fmt: str) -> dict[str, Any]:
     return {"format": "coreml", "note": "no graph report for Core ML"}
 
 
+def graph_summary(report: dict[str, Any] | None) -> str:
+    """One line for tables and logs, e.g. ``float ops 0, delegate partitions 1``."""
+    if not report:
+        return "-"
+    if "error" in report:
+        return f"report error: {str(report['error'])[:60]}"
+    if report.get("format") == "onnx":
+        return (f"quantized nodes {report.get('quantized_nodes')}, float nodes "
+                f"{report.get('float_nodes')}, Q/DQ {report.get('qdq_nodes')}")
+    if report.get("format") in ("tflite", "executorch"):
+        return (f"float ops {report.get('float_ops')}, delegate partitions "
+                f"{report.get('delegate_partitions')}, undelegated ops "
+                f"{report.get('undelegated_ops')}")
+    return str(report.get("note", "-"))
+
+
 def tflite_report(path: Path) -> dict[str, Any]:
     from ai_edge_litert import schema_py_generated as schema
 
