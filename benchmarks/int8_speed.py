@@ -59,15 +59,15 @@ def time_interleaved(entries: list[dict[str, Any]], root: Path, threads: int,
     image = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runners = [load_runner(e, root, threads) for e in entries]
     # The artefact's own dtype and layout, one contiguous buffer as an app hands it over.
-    inputs = [np.ascontiguousarray(r._prepare(image)) for r in runners]
+    inputs = [r.prepare(image) for r in runners]
     for r, x in zip(runners, inputs, strict=True):
         for _ in range(settings.warmup):
-            r._run(x)
+            r.invoke(x)
     times: list[list[float]] = [[] for _ in runners]
     for _ in range(settings.runs):
         for i, (r, x) in enumerate(zip(runners, inputs, strict=True)):
             start = time.perf_counter()
-            r._run(x)
+            r.invoke(x)
             times[i].append((time.perf_counter() - start) * 1e3)
     out = {}
     for e, t in zip(entries, times, strict=True):

@@ -74,14 +74,19 @@ class Runner:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images (N, 3, H, W), got {x.shape}")
         batches = [x[i : i + 1] for i in range(len(x))] if self.fixed_batch else [x]
-        return np.concatenate([self._finish(self._run(self._prepare(b))) for b in batches])
+        return np.concatenate([self._finish(self.invoke(self.prepare(b))) for b in batches])
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW images -> the artefact's input: its layout, its dtype, contiguous."""
         if self.layout == "NHWC":
             x = np.moveaxis(x, 1, -1)
         if self.in_quant is not None:
-            return quantize(x, self.in_quant["scale"], self.in_quant["zero_point"], self.in_dtype)
-        return np.ascontiguousarray(x, dtype=np.float32)
+            x = quantize(x, self.in_quant["scale"], self.in_quant["zero_point"], self.in_dtype)
+        return np.ascontiguousarray(x, dtype=None if self.in_quant is not None else np.float32)
+
+    def invoke(self, prepared: np.ndarray) -> np.ndarray:
+        """Run the model on an input from ``prepare``: what latency measurements time."""
+        return self._run(prepared)
 
     def _finish(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y).reshape(len(y), -1)

@@ -41,7 +41,7 @@ class CoreMLRunner(Runner):
         self.input_name = str(self.entry["input"]["name"])
         self.probs_name = str(self.entry["output"]["name"])
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray) -> np.ndarray:
         pixels = np.rint((x * self.std + self.mean) * 255.0)
         return np.clip(pixels, 0, 255).astype(np.uint8)  # NCHW uint8
 
