@@ -173,9 +173,10 @@ def decisions(logits: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     return pos, pos >= cfg.threshold
 
 
-def parity_rows(model: Any, cfg: Any, manifest: Path, images: np.ndarray, labels: np.ndarray
-                ) -> dict[str, dict[str, Any]]:
-    """Per artefact: ROC-AUC, its delta to the float model, decision agreement, max |dlogit|."""
+def parity_rows(model: Any, cfg: Any, manifest: Path, images: np.ndarray, labels: np.ndarray,
+                formats: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per artefact of ``formats``: ROC-AUC, its delta to the float model, decision agreement,
+    max |dlogit|."""
     import torch
     from sklearn.metrics import roc_auc_score
 
@@ -189,6 +190,8 @@ def parity_rows(model: Any, cfg: Any, manifest: Path, images: np.ndarray, labels
     rows = {"torch_fp32": {"auc": ref_auc, "delta_auc": 0.0, "agreement": 1.0,
                            "max_abs_logit_diff": 0.0}}
     for entry in json.loads(manifest.read_text())["artifacts"]:
+        if entry["format"] not in formats:
+            continue
         logits = load_runner(entry, manifest.parent, 1).predict(images)
         p, d = decisions(logits, cfg)
         auc = float(roc_auc_score(labels, p))
@@ -329,7 +332,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.eval_data is not None:
         images, labels = eval_images(args.eval_data, cfg.preprocessing, args.eval_samples,
                                      args.seed)
-        parity = parity_rows(model, cfg, out / "manifest.json", images, labels)
+        parity = parity_rows(model, cfg, out / "manifest.json", images, labels, formats)
     rows = speed_table(timings)
     max_delta = Tolerances().max_auc_delta
     print_report(rows, manifest, parity, max_delta)

@@ -82,8 +82,8 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
     p.add_argument("--jobs", default="auto", metavar="N",
                    help="worker processes exporting formats at once (a crash there fails only "
                         "the format it was on); 1 runs everything in this process; auto: the "
-                        "idle cores (cores minus the 1-minute load average), at most 2 "
-                        "(default: %(default)s)")
+                        "cores this process may use, at most 2, since more workers add memory "
+                        "but little speed (default: %(default)s)")
     p.add_argument("--verbose", action="store_true",
                    help="show the converters' own output instead of a log tail on failure")
     return p
@@ -115,10 +115,11 @@ def _parse_job(args: argparse.Namespace, fixed: tuple[str, ...] | None) -> Job:
 
 
 def resolve_jobs(value: str) -> int:
-    """``--jobs``: a positive number, or "auto" (idle cores, at most 2, at least 1)."""
+    """``--jobs``: a positive number, or "auto" (the usable cores, at most 2)."""
     if value == "auto":
-        idle = (os.cpu_count() or 1) - round(os.getloadavg()[0])
-        return max(1, min(2, idle))
+        usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1)
+        return max(1, min(2, usable))
     if not value.isdigit() or int(value) < 1:
         raise UsageError(f"--jobs must be a positive number or auto, got {value!r}")
     return int(value)
