@@ -242,7 +242,7 @@ def print_report(rows: list[dict[str, Any]], manifest: dict[str, Any],
             print(f"  {e['name']:<36} {e['bytes'] / 1e6:5.2f} MB  {summary}")
     if parity is None:
         return
-    print(f"\nparity on real images (gate: |delta ROC-AUC| <= {max_delta})")
+    print(f"\nparity on the holdout images (gate: |delta ROC-AUC| <= {max_delta})")
     for name, p in parity.items():
         verdict = "" if name == "torch_fp32" else (
             "  ok" if abs(p["delta_auc"]) <= max_delta else "  FAIL")

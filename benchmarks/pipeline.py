@@ -58,12 +58,12 @@ PROFILES = {
     # A 2-core CPU, under 10 minutes on the synthetic data.
     "quick": Profile(image_size=64, teacher="resnet18", student="mobilenet_v3_small",
                      teacher_epochs=6, student_epochs=8, batch_size=64, patience=10,
-                     synth_images=2000, synth_size=128, calib_samples=128, bench_runs=50,
+                     synth_images=2000, synth_size=128, calib_samples=512, bench_runs=50,
                      bench_limit=None),
     # The seed project's settings for real HAM10000 on a GPU.
     "full": Profile(image_size=224, teacher="resnet34", student="mobilenet_v3_small",
                     teacher_epochs=50, student_epochs=50, batch_size=128, patience=10,
-                    synth_images=2000, synth_size=128, calib_samples=256, bench_runs=100,
+                    synth_images=2000, synth_size=128, calib_samples=512, bench_runs=100,
                     bench_limit=None),
 }
 STAGES = ("data", "teacher", "student", "export", "benchmark", "report")

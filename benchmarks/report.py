@@ -121,6 +121,27 @@ def deployment_table(results: Mapping[str, Any]) -> str:
 summary_table = deployment_table
 
 
+def caption(results: Mapping[str, Any]) -> str:
+    """One line saying what the table measured: data, split, image size, host, date."""
+    meta = results.get("meta") or {}
+    data = Path(str(meta.get("data") or "?")).name
+    parts = [f"{meta.get('split', '?')} split of `{data}`: {meta.get('n', '?')} images "
+             f"({meta.get('n_pos', '?')} melanoma)"]
+    if meta.get("image_size"):
+        parts.append(f"{meta['image_size']} px")
+    runs = (meta.get("latency") or {}).get("runs")
+    parts.append(f"latency: median of {runs or '?'} single-image runs on "
+                 f"{meta.get('host', '?')}")
+    if meta.get("created"):
+        parts.append(f"measured {str(meta['created'])[:10]}")
+    return "_" + "; ".join(parts) + "._"
+
+
+def readme_block(results: Mapping[str, Any]) -> str:
+    """What ``--update-readme`` puts between the markers."""
+    return f"{caption(results)}\n\n{deployment_table(results)}"
+
+
 def accuracy_table(results: Mapping[str, Any]) -> str:
     head = ["Model", "Status", "ROC-AUC [95% CI]", "PR-AUC", "Sens @thr", "Spec @thr",
             "ECE (T)", "ECE (T=1)", "Brier", "Agree student", "max |Δp| student",
@@ -322,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_report(args.results_dir)
         if args.update_readme is not None:
-            changed = update_readme(args.update_readme, deployment_table(load(args.results_dir)))
+            changed = update_readme(args.update_readme, readme_block(load(args.results_dir)))
             print(f"{args.update_readme}: {'updated' if changed else 'already up to date'}")
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -280,7 +280,8 @@ def build_meta(cfg: BenchConfig, models: list[Model], split: Any, prepared: Path
     return {
         "data": str(cfg.data_dir), "prepared": str(prepared), "split": cfg.split,
         "n": len(split), "n_pos": int(y.sum()), "prevalence": float(y.mean()),
-        "limit": cfg.limit, "host": device, "cpu_count": os.cpu_count(),
+        "limit": cfg.limit, "image_size": student.prep.size, "host": device,
+        "cpu_count": os.cpu_count(),
         "threads": list(cfg.threads), "latency": {"runs": cfg.runs, "warmup": cfg.warmup,
                                                   "batch": 1, "isolation": "process per run"},
         "versions": tool_versions(), "tolerances": cfg.tolerances.to_dict(),

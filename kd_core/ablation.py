@@ -21,10 +21,23 @@ from typing import Any
 
 from kd_core.config import KDConfig
 from kd_core.io import atomic_path, atomic_write_text
-from kd_core.train import build_parser, config_from_args, run
+from kd_core.train import run
+from kd_core.train_args import build_parser, config_from_args
 
-COLUMNS = ("run", "temperature", "alpha", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high",
-           "pr_auc", "ece_raw", "ece", "sensitivity", "specificity", "best_epoch")
+COLUMNS = (
+    "run",
+    "temperature",
+    "alpha",
+    "roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
+    "pr_auc",
+    "ece_raw",
+    "ece",
+    "sensitivity",
+    "specificity",
+    "best_epoch",
+)
 
 
 def grid(temperatures: list[float], alphas: list[float]) -> list[tuple[str, float, float]]:
@@ -35,12 +48,20 @@ def grid(temperatures: list[float], alphas: list[float]) -> list[tuple[str, floa
 
 def summarize(name: str, t: float, a: float, metrics: dict[str, Any]) -> dict[str, Any]:
     h = metrics["holdout"]
-    return {"run": name, "temperature": t if a > 0 else None, "alpha": a,
-            "roc_auc": h["roc_auc"], "roc_auc_ci_low": h["roc_auc_ci_low"],
-            "roc_auc_ci_high": h["roc_auc_ci_high"], "pr_auc": h["pr_auc"],
-            "ece_raw": metrics["holdout_uncalibrated"]["ece"], "ece": h["ece"],
-            "sensitivity": h["sensitivity"], "specificity": h["specificity"],
-            "best_epoch": metrics.get("best_epoch")}
+    return {
+        "run": name,
+        "temperature": t if a > 0 else None,
+        "alpha": a,
+        "roc_auc": h["roc_auc"],
+        "roc_auc_ci_low": h["roc_auc_ci_low"],
+        "roc_auc_ci_high": h["roc_auc_ci_high"],
+        "pr_auc": h["pr_auc"],
+        "ece_raw": metrics["holdout_uncalibrated"]["ece"],
+        "ece": h["ece"],
+        "sensitivity": h["sensitivity"],
+        "specificity": h["specificity"],
+        "best_epoch": metrics.get("best_epoch"),
+    }
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -59,8 +80,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     ax = fig.subplots()
     names = [r["run"] for r in rows]
     auc = [r["roc_auc"] for r in rows]
-    err = [[r["roc_auc"] - r["roc_auc_ci_low"] for r in rows],
-           [r["roc_auc_ci_high"] - r["roc_auc"] for r in rows]]
+    err = [
+        [r["roc_auc"] - r["roc_auc_ci_low"] for r in rows],
+        [r["roc_auc_ci_high"] - r["roc_auc"] for r in rows],
+    ]
     ax.bar(names, auc, yerr=err, capsize=3, color=["grey"] + ["tab:blue"] * (len(rows) - 1))
     ax.set_ylabel("holdout ROC-AUC (95 % CI)")
     ax.set_ylim(max(0.0, min(r["roc_auc_ci_low"] for r in rows) - 0.05), 1.0)
@@ -72,8 +95,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kd_core.ablation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m kd_core.ablation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--temperatures", default="1,2", help="comma-separated KD temperatures")
     p.add_argument("--alphas", default="0.5,0.9", help="comma-separated KD weights")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
@@ -83,12 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--teacher-ckpt is required")
     cfg = config_from_args(base)
     rows = []
-    for name, t, a in grid([float(v) for v in own.temperatures.split(",")],
-                           [float(v) for v in own.alphas.split(",")]):
+    for name, t, a in grid(
+        [float(v) for v in own.temperatures.split(",")], [float(v) for v in own.alphas.split(",")]
+    ):
         run_dir = own.out / name
         print(f"== {name}")
-        run("student", replace(cfg, kd=KDConfig(temperature=t, alpha=a)), run_dir,
-            base.teacher_ckpt if a > 0 else None)
+        run(
+            "student",
+            replace(cfg, kd=KDConfig(temperature=t, alpha=a)),
+            run_dir,
+            base.teacher_ckpt if a > 0 else None,
+        )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         rows.append(summarize(name, t, a, metrics))
     buf = io.StringIO()

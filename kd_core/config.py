@@ -62,6 +62,10 @@ class TrainingConfig:
     scheduler: str = "onecycle"  # "onecycle" or "cosine"
     patience: int = 10  # early stopping on validation ROC-AUC
     min_epochs: int | None = None  # no early stop before this; None: half of epochs
+    # Batch-norm running-statistics momentum (PyTorch's default). torchvision's MobileNetV3 ships
+    # 0.01, tuned for ImageNet's ~5,000 steps per epoch: on a few thousand images its running
+    # statistics lag the weights for epochs and the eval-mode model collapses to one output.
+    bn_momentum: float = 0.1
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16", "fp16", "off"
     channels_last: bool = True  # on CUDA only

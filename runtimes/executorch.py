@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from importlib.metadata import version
 
 import numpy as np
@@ -15,13 +19,36 @@ def set_threads(threads: int) -> None:
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     except ImportError:
         return
-    _unsafe_reset_threadpool(threads)
+    with _quiet_native_stderr():  # cpuinfo and threadpool chatter on every reset
+        _unsafe_reset_threadpool(threads)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @register_runtime("executorch")
 class ExecuTorchRunner(Runner):
     def _import(self) -> None:
-        import executorch.runtime  # noqa: F401
+        import logging
+
+        # torchao, imported by ExecuTorch, registers an Enum the deprecated way: one warning line.
+        pytree_log = logging.getLogger("torch.utils._pytree")
+        level = pytree_log.level
+        pytree_log.setLevel(logging.ERROR)
+        try:
+            import executorch.runtime  # noqa: F401
+        finally:
+            pytree_log.setLevel(level)
 
     def _load(self) -> None:
         from executorch.runtime import Runtime

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.report import END, START, deployment_table, main, render_markdown
+from benchmarks.report import END, START, caption, deployment_table, main, render_markdown
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_fixture.json"
 
@@ -77,6 +77,7 @@ def test_update_readme_replaces_only_the_marked_block(results_dir: Path, tmp_pat
     assert "old hand-typed table" not in text
     table = deployment_table(json.loads(FIXTURE.read_text()))
     assert table in text
+    assert caption(json.loads(FIXTURE.read_text())) in text and " split of `" in text
     once = readme.read_bytes()
     assert main([str(results_dir), "--update-readme", str(readme)]) == 0
     assert readme.read_bytes() == once

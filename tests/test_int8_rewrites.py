@@ -84,6 +84,31 @@ def test_each_rewrite_is_exact(make, shape, names) -> None:
         assert nn.Hardsigmoid not in kinds
 
 
+def _stem(pool: nn.MaxPool2d, act: nn.Module) -> nn.Module:
+    """A ResNet stem: conv, batch norm, activation, padded max pool, then a conv."""
+    torch.manual_seed(2)
+    return _randomize(nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3), nn.BatchNorm2d(8), act, pool,
+                                    nn.Conv2d(8, 4, 3, padding=1)))
+
+
+def test_zero_pad_maxpool_is_exact_after_relu_and_skips_what_it_cannot_prove() -> None:
+    x = _inputs((2, 3, 33, 31))
+    model = _stem(nn.MaxPool2d(3, 2, 1), nn.ReLU(inplace=True))
+    rewritten = apply_rewrites(_stem(nn.MaxPool2d(3, 2, 1), nn.ReLU(inplace=True)),
+                               ("zero_pad_maxpool",))
+    assert all(max_abs_diff(model, rewritten, (xi,)) <= EXACT_TOL for xi in x)
+    assert F.pad in _targets(rewritten) and nn.MaxPool2d not in _targets(rewritten)
+    # The -inf pad matters where inputs can be negative, or where ceil mode adds windows.
+    for pool, act in [(nn.MaxPool2d(3, 2, 1), nn.Identity()),
+                      (nn.MaxPool2d(3, 2, 1, ceil_mode=True), nn.ReLU())]:
+        kept = apply_rewrites(_stem(pool, act), ("zero_pad_maxpool",))
+        assert F.pad not in _targets(kept) and nn.MaxPool2d in _targets(kept)
+    # Sanity: padding with zeros where inputs are negative would not be exact.
+    signed = _stem(nn.MaxPool2d(3, 2, 1), nn.Identity())
+    naive = nn.Sequential(*list(signed)[:3], nn.ZeroPad2d(1), nn.MaxPool2d(3, 2), signed[4])
+    assert max(max_abs_diff(signed, naive, (xi,)) for xi in x) > 1e-3
+
+
 def test_all_rewrites_leave_no_scale_multiplication() -> None:
     """Every 1/6 of the decompositions lands in conv/linear weights; every + 3 of a hardsigmoid
     in a bias: what is left is one add and one product per hardswish, one product per SE."""

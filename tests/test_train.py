@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from kd_core.checkpoint import (
     BINARY_LABELS,
@@ -23,11 +24,13 @@ from kd_core.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from kd_core.config import TrainingConfig
 from kd_core.data.dataset import Batches
 from kd_core.data.transforms import Preprocessing
 from kd_core.engine import NonFiniteLossError, fit, resolve_runtime
 from kd_core.models import create_model
 from kd_core.train import main as train_main
+from kd_core.train import set_bn_momentum
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -270,3 +273,22 @@ def test_ablation_grid_writes_table_and_plot(teacher_ckpt: Path, synth_dir: Path
     assert all(0 <= float(r["roc_auc"]) <= 1 for r in rows)
     assert "| no_kd |" in (tmp_path / "ablation.md").read_text()
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bn_momentum_default_lets_running_statistics_keep_up_on_small_data() -> None:
+    """torchvision's MobileNetV3 ships momentum 0.01: after an epoch of a few dozen steps its
+    running statistics are still mostly the initial ones, and the eval-mode model collapses."""
+    model = create_model("mobilenet_v3_small", 2)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert {m.momentum for m in norms} == {0.01}
+    set_bn_momentum(model, TrainingConfig().bn_momentum)
+    assert {m.momentum for m in norms} == {0.1}
+
+    def running_mean_after(momentum: float, steps: int = 30) -> float:
+        bn = nn.BatchNorm1d(4, momentum=momentum).train()
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            bn(5.0 + torch.randn(64, 4, generator=gen))
+        return float(bn.running_mean.mean())
+
+    assert running_mean_after(0.1) > 4.5 > 2.0 > running_mean_after(0.01)

@@ -8,7 +8,10 @@ pair. The rewrites express them in ops every int8 backend has, exactly in float:
 - ``+ 3`` before a hardsigmoid moves into the bias of the conv/linear/batch-norm that feeds it;
 - a ``/ 6`` moves through linear, scale-commuting ops (pooling, ReLU, flatten, dropout, products
   with another tensor) into the weights of the convs/linears that consume it, so it costs no op;
-- in-place residual adds become out-of-place (tracing does it), so quantizers annotate them.
+- in-place residual adds become out-of-place (tracing does it), so quantizers annotate them;
+- a padded max pool on a ReLU output pads with zeros instead of -inf (``zero_pad_maxpool``): the
+  input is >= 0, so the maxima are unchanged, and a zero pad (the activation's zero point) stays
+  on TFLite's XNNPACK delegate where the -inf pad (PADV2 with -128) split the graph in two.
 
 The model is traced with ``torch.fx.symbolic_trace``; models that cannot be traced keep their
 structure and only get hardswish/hardsigmoid swapped for decomposed modules (no folding).
@@ -32,7 +35,7 @@ EXACT_TOL = 1e-5
 # and ONNX Runtime have no int8 hardswish/hardsigmoid; ExecuTorch's XNNPACK runs hardswish int8
 # (its decomposed form was slower) but hardsigmoid only in float.
 REWRITES: dict[str, tuple[str, ...]] = {
-    "tflite": ("decompose_hardswish", "decompose_hardsigmoid", "fold_scales"),
+    "tflite": ("decompose_hardswish", "decompose_hardsigmoid", "fold_scales", "zero_pad_maxpool"),
     "onnx": ("decompose_hardswish", "decompose_hardsigmoid", "fold_scales"),
     "executorch": ("decompose_hardsigmoid", "fold_scales"),
     "coreml": (),
@@ -81,7 +84,8 @@ def prepare_float_model(
 
 def apply_rewrites(model: nn.Module, names: Sequence[str]) -> nn.Module:
     """Apply the named rewrites to an eval-mode model (modified in place where it can)."""
-    unknown = set(names) - {"decompose_hardswish", "decompose_hardsigmoid", "fold_scales"}
+    unknown = set(names) - {"decompose_hardswish", "decompose_hardsigmoid", "fold_scales",
+                            "zero_pad_maxpool"}
     if unknown:
         raise ValueError(f"unknown rewrites: {sorted(unknown)}")
     try:
@@ -94,6 +98,8 @@ def apply_rewrites(model: nn.Module, names: Sequence[str]) -> nn.Module:
         decompose_hardswish(gm)
     if "fold_scales" in names:
         fold_scales(gm)
+    if "zero_pad_maxpool" in names:
+        zero_pad_maxpool(gm)
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -201,6 +207,46 @@ def decompose_hardsigmoid(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         count += 1
     gm.graph.eliminate_dead_code()
+    return count
+
+
+def _non_negative(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True when ``node``'s output is >= 0 by construction (a ReLU or ReLU6 output)."""
+    if isinstance(_module(gm, node), nn.ReLU | nn.ReLU6):
+        return True
+    if node.op == "call_method":
+        return node.target == "relu"
+    if node.op != "call_function":
+        return False
+    if node.target is F.hardtanh:
+        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+        return isinstance(low, int | float) and low >= 0
+    return node.target in (F.relu, torch.relu, F.relu6)
+
+
+def zero_pad_maxpool(gm: fx.GraphModule) -> int:
+    """max_pool2d(x, padding=p) -> max_pool2d(pad(x, p, value=0)) where x >= 0 (exact: every
+    window keeps a real element, all >= 0, so a 0 pad never wins where -inf did not).
+    Only floor mode, dilation 1, no indices. Returns how many were rewritten."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        mod = _module(gm, node)
+        if not isinstance(mod, nn.MaxPool2d) or mod.ceil_mode or mod.return_indices:
+            continue
+        ph, pw = nn.modules.utils._pair(mod.padding)
+        if (ph, pw) == (0, 0) or nn.modules.utils._pair(mod.dilation) != (1, 1):
+            continue
+        x = _activation_input(node)
+        if not _non_negative(gm, x):
+            continue
+        with gm.graph.inserting_before(node):
+            padded = gm.graph.call_function(F.pad, (x, (pw, pw, ph, ph)), {"value": 0.0})
+            pooled = gm.graph.call_function(F.max_pool2d, (padded, mod.kernel_size, mod.stride))
+        node.replace_all_uses_with(pooled)
+        gm.graph.erase_node(node)
+        count += 1
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
     return count
 
 
