@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -93,21 +92,12 @@ def _child(args: argparse.Namespace) -> int:
 def time_isolated(manifest: Path, fmt: str, threads: int, settings: TimingSettings
                   ) -> dict[str, Any]:
     """``time_interleaved`` in a fresh process with the thread pools pinned to ``threads``."""
-    from benchmarks.latency import thread_env
+    from benchmarks.latency import run_child
 
     cmd = [sys.executable, "-m", "benchmarks.int8_speed", "--child", fmt, "--manifest",
            str(manifest), "--threads-one", str(threads), "--runs", str(settings.runs),
            "--warmup", str(settings.warmup)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads),
-                              timeout=settings.timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return {"status": f"error: timing timed out after {settings.timeout_s:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARK):
-            return dict(json.loads(line[len(MARK):]))
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"status": f"error: timing process exited {proc.returncode}: {' | '.join(tail)}"}
+    return run_child(cmd, threads, settings.timeout_s, "timing", MARK)
 
 
 # --- parent: model, export, parity --------------------------------------------------------------

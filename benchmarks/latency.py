@@ -141,16 +141,23 @@ def measure_isolated(entry: dict[str, Any], root: Path, threads: int,
            "--warmup", str(settings.warmup)]
     if image_path is not None:
         cmd += ["--input", str(image_path)]
+    return run_child(cmd, threads, settings.timeout_s, "latency")
+
+
+def run_child(cmd: list[str], threads: int, timeout_s: float, what: str, mark: str = MARK
+              ) -> dict[str, Any]:
+    """Run a timing child with its thread pools pinned to ``threads``; its result is the JSON
+    after ``mark`` on the last such line of its stdout (``status`` says how it went)."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads),
-                              timeout=settings.timeout_s, check=False)
+                              timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        return {"status": f"error: latency run timed out after {settings.timeout_s:.0f} s"}
+        return {"status": f"error: {what} run timed out after {timeout_s:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARK):
-            return dict(json.loads(line[len(MARK):]))
+        if line.startswith(mark):
+            return dict(json.loads(line[len(mark):]))
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"status": f"error: latency process exited {proc.returncode}: {' | '.join(tail)}"}
+    return {"status": f"error: {what} process exited {proc.returncode}: {' | '.join(tail)}"}
 
 
 def time_entry(entry: dict[str, Any], root: Path, threads: tuple[int, ...],

@@ -173,3 +173,51 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
             assert torch.allclose(got, want, atol=0.05 * float(want.abs().max()) + 1e-4)
     assert report["delegate_partitions"] == 1 and report["undelegated_ops"] == 0
     assert quantize_recipe("executorch")["float_depthwise_min_kernel"] == 5
+
+
+class _Head(nn.Module):
+    """A classifier head whose hidden units are mostly off: pre-activations down to about -200
+    and a small positive part, as a trained MobileNetV3 head can have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden = nn.Linear(16, 64)
+        self.act = nn.Hardswish()
+        self.out = nn.Linear(64, 2)
+        with torch.no_grad():  # 56 units far below -3, 8 in hardswish's curved part
+            self.hidden.weight[8:].mul_(40.0)
+            self.hidden.weight[:8].mul_(2.0)
+            self.hidden.bias[8:].fill_(-100.0)
+            self.hidden.bias[:8].fill_(0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.hidden(x)))
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "executorch"])
+def test_hardswish_clamp_keeps_the_int8_range_where_hardswish_is_not_zero(fmt: str) -> None:
+    """The clamp before a hardswish is exact in float, is gone from the converted graph, and the
+    int8 error is many times smaller than with the negative tail in the range."""
+    from exporters.int8.rewrites import apply_rewrites
+
+    head = _Head().eval()
+    gen = torch.Generator().manual_seed(1)
+    calib = list(torch.randn(128, 1, 16, generator=gen))
+    x = torch.randn(128, 16, generator=gen)
+    with torch.no_grad():
+        ref = head(x)
+        pre = head.hidden(x)
+    assert pre.min() < -150 and 0 < pre.max() < 20  # the tail is most of the range
+    clamped = prepare_float_model(head, fmt, example_inputs=(x,))  # raises if not exact
+    assert any(n.target is torch.clamp for n in clamped.graph.nodes)
+    errors = {}
+    for name, float_model in [("clamped", clamped),
+                              ("plain", apply_rewrites(_Head().eval(), ("decompose_hardswish",))
+                               if fmt == "tflite" else _Head().eval())]:
+        q = quantize_pt2e(float_model, (x[:1],), calib, fmt)
+        assert not any(n.target == torch.ops.aten.clamp.default for n in q.graph.nodes)
+        with torch.no_grad():
+            out = torch.cat([q(row[None]) for row in x])
+        errors[name] = float((out - ref).abs().mean())
+    assert errors["clamped"] * 4 < errors["plain"], errors

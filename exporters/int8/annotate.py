@@ -8,7 +8,9 @@ Works on the ATen graph of ``torch.export(...).module()``:
   (size-1) dimensions as the other operand; 0-d constants made the TFLite layout pass insert
   TRANSPOSE ops around them;
 - ``annotate_fused``: int8 annotation of conv/linear/add/mul, with the output observer placed
-  after a directly following ReLU/ReLU6 (hardtanh) so the runtime fuses the activation.
+  after a directly following ReLU/ReLU6 (hardtanh) so the runtime fuses the activation, or after
+  the ``clamp(min=-3)`` that ``rewrites.clamp_hardswish_input`` puts before a hardswish;
+- ``drop_hardswish_clamps``: after conversion, that clamp goes (the int8 range saturates there).
 
 Quantizer configs of litert-torch and ExecuTorch share the fields used here
 (``input_activation``, ``output_activation``, ``weight``, ``bias``).
@@ -34,7 +36,17 @@ _INPLACE = {
 }
 _WEIGHTED = {aten.conv2d.default, aten.conv1d.default, aten.linear.default}
 _BINARY = {aten.add.Tensor, aten.mul.Tensor}
-_ACTIVATIONS = {aten.relu.default, aten.hardtanh.default}
+_ACTIVATIONS = {aten.relu.default, aten.hardtanh.default, aten.clamp.default}
+HARDSWISH_FLOOR = -3.0  # as in rewrites.clamp_hardswish_input
+
+
+def _is_hardswish_clamp(node: fx.Node) -> bool:
+    """``clamp(x, min=-3)`` with no upper bound: the clamp put before a hardswish."""
+    if node.op != "call_function" or node.target != aten.clamp.default:
+        return False
+    low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min")
+    high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")
+    return isinstance(low, int | float) and float(low) == HARDSWISH_FLOOR and high is None
 
 
 def functionalize_inplace(gm: fx.GraphModule) -> int:
@@ -123,6 +135,8 @@ def _fused_activation(node: fx.Node) -> fx.Node | None:
         bounds = [float(a) for a in user.args[1:3] if isinstance(a, int | float)]
         if bounds != [0.0, 6.0]:
             return None
+    if user.target == aten.clamp.default and not _is_hardswish_clamp(user):
+        return None
     return user
 
 
@@ -228,6 +242,25 @@ def collapse_requantize(gm: fx.GraphModule) -> int:
             q.replace_all_uses_with(src)
             count += 1
     gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return count
+
+
+def drop_hardswish_clamps(gm: fx.GraphModule) -> int:
+    """After ``convert_pt2e``: ``op -> clamp(min=-3) -> q`` becomes ``op -> q``. The observer saw
+    the clamped values, so q's range starts at -3 (or above) and saturates where the clamp did,
+    up to rounding, which the hardswish after it cannot see (it is 0 for every x <= -3)."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not _is_hardswish_clamp(node):
+            continue
+        src, users = node.args[0], list(node.users)
+        if not isinstance(src, fx.Node) or not users or any(_qparams(u, _Q) is None
+                                                               for u in users):
+            continue
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        count += 1
     gm.recompile()
     return count
 

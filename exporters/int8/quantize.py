@@ -24,6 +24,7 @@ from torch import nn
 
 from exporters.int8.annotate import (
     annotate_fused,
+    drop_hardswish_clamps,
     drop_redundant_clamps,
     functionalize_inplace,
     keep_depthwise_float,
@@ -117,6 +118,7 @@ def quantize_with(
         raise ValueError("PT2E quantization needs at least one calibration batch")
     converted: torch.fx.GraphModule = convert_pt2e(prepared, fold_quantize=fold_quantize)
     drop_redundant_clamps(converted)
+    drop_hardswish_clamps(converted)
     return converted
 
 
