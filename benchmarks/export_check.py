@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((out / "export" / "manifest.json").read_text())
     from kd_core.checkpoint import load_model
 
-    model, _ = load_model(ckpt)
+    model, meta = load_model(ckpt)
+    prep = Preprocessing.from_dict(meta["preprocessing"])  # a checkpoint's own size
     x = parity_images(prepared, args.images, prep)
     limit = SIZE_LIMIT_MB.get(args.arch)
     sizes = [{"name": a["name"], "MB": a["bytes"] / 1e6, "seconds": a["export_seconds"],

@@ -161,6 +161,9 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
                                           partitioner=[XnnpackPartitioner()]).to_executorch()
     import tempfile
 
+    # The output's int8 step: XNNPACK and the reference may round a requantization differently.
+    out_q = [n for n in quantized.graph.nodes if "quantize_per_tensor" in str(n.target)][-1]
+    step = float(out_q.args[1])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tiny.pte"
         path.write_bytes(program.buffer)
@@ -170,7 +173,7 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
             got = method.execute([xi])[0]
             with torch.no_grad():
                 want = quantized(xi)
-            assert torch.allclose(got, want, atol=0.05 * float(want.abs().max()) + 1e-4)
+            assert float((got - want).abs().max()) <= 1.01 * step, (step, got, want)
     assert report["delegate_partitions"] == 1 and report["undelegated_ops"] == 0
     assert quantize_recipe("executorch")["float_depthwise_min_kernel"] == 5
 
