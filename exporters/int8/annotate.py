@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from exporters.int8.rewrites import HARDSWISH_FLOOR
+
 aten = torch.ops.aten
 
 _INPLACE = {
@@ -37,7 +39,6 @@ _INPLACE = {
 _WEIGHTED = {aten.conv2d.default, aten.conv1d.default, aten.linear.default}
 _BINARY = {aten.add.Tensor, aten.mul.Tensor}
 _ACTIVATIONS = {aten.relu.default, aten.hardtanh.default, aten.clamp.default}
-HARDSWISH_FLOOR = -3.0  # as in rewrites.clamp_hardswish_input
 
 
 def _is_hardswish_clamp(node: fx.Node) -> bool:

@@ -160,6 +160,12 @@ def _is_module(gm: fx.GraphModule, node: fx.Node, kind: type | tuple[type, ...])
     return mod is not None and isinstance(mod, kind)
 
 
+def _is_activation(gm: fx.GraphModule, node: fx.Node, module: type, function: object) -> bool:
+    """``node`` calls the activation as a module (``nn.Hardswish``) or a function."""
+    is_fn = node.op == "call_function" and node.target is function
+    return is_fn or _is_module(gm, node, module)
+
+
 def _activation_input(node: fx.Node) -> fx.Node:
     arg = node.args[0] if node.args else node.kwargs["input"]
     assert isinstance(arg, fx.Node)
@@ -182,8 +188,7 @@ def clamp_hardswish_input(gm: fx.GraphModule) -> int:
     (the int8 annotation observes their output after the clamp). Returns how many."""
     count = 0
     for node in list(gm.graph.nodes):
-        is_fn = node.op == "call_function" and node.target is F.hardswish
-        if not (_is_module(gm, node, nn.Hardswish) or is_fn):
+        if not _is_activation(gm, node, nn.Hardswish, F.hardswish):
             continue
         x = _activation_input(node)
         if not _is_module(gm, x, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) or len(x.users) != 1:
@@ -199,8 +204,7 @@ def decompose_hardswish(gm: fx.GraphModule) -> int:
     """hardswish(x) -> x * relu6(x + 3) * (1/6). Returns how many were rewritten."""
     count = 0
     for node in list(gm.graph.nodes):
-        is_fn = node.op == "call_function" and node.target is F.hardswish
-        if not (_is_module(gm, node, nn.Hardswish) or is_fn):
+        if not _is_activation(gm, node, nn.Hardswish, F.hardswish):
             continue
         x = _activation_input(node)
         with gm.graph.inserting_before(node):
@@ -221,8 +225,7 @@ def decompose_hardsigmoid(gm: fx.GraphModule) -> int:
     count = 0
     sites = _call_sites(gm)
     for node in list(gm.graph.nodes):
-        is_fn = node.op == "call_function" and node.target is F.hardsigmoid
-        if not (_is_module(gm, node, nn.Hardsigmoid) or is_fn):
+        if not _is_activation(gm, node, nn.Hardsigmoid, F.hardsigmoid):
             continue
         x = _activation_input(node)
         with gm.graph.inserting_before(node):
