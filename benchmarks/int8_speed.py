@@ -24,22 +24,21 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.latency import LatencySettings
 
 MARK = "EDGEKD_INT8_SPEED "
 FORMATS = ("tflite", "executorch", "onnx")
 EXIT_BAD_INPUT = 2
 
 
-@dataclass(frozen=True)
-class TimingSettings:
-    runs: int = 300
-    warmup: int = 30
-    timeout_s: float = 900.0
+# More runs than the harness: the fp32/INT8 ratio is the figure, and it is interleaved.
+RUNS, WARMUP = 300, 30
 
 
 class UsageError(ValueError):
@@ -50,7 +49,7 @@ class UsageError(ValueError):
 
 
 def time_interleaved(entries: list[dict[str, Any]], root: Path, threads: int,
-                     settings: TimingSettings) -> dict[str, Any]:
+                     settings: LatencySettings) -> dict[str, Any]:
     """Load every entry, warm each up, then alternate single timed calls between them."""
     from runtimes import load_runner
 
@@ -79,7 +78,7 @@ def time_interleaved(entries: list[dict[str, Any]], root: Path, threads: int,
 def _child(args: argparse.Namespace) -> int:
     manifest = json.loads(args.manifest.read_text())
     entries = [a for a in manifest["artifacts"] if a["format"] == args.child]
-    settings = TimingSettings(runs=args.runs, warmup=args.warmup)
+    settings = LatencySettings(runs=args.runs, warmup=args.warmup)
     try:
         result = {"status": "ok", **time_interleaved(entries, args.manifest.parent,
                                                      args.threads_one, settings)}
@@ -89,7 +88,7 @@ def _child(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "ok" else 1
 
 
-def time_isolated(manifest: Path, fmt: str, threads: int, settings: TimingSettings
+def time_isolated(manifest: Path, fmt: str, threads: int, settings: LatencySettings
                   ) -> dict[str, Any]:
     """``time_interleaved`` in a fresh process with the thread pools pinned to ``threads``."""
     from benchmarks.latency import run_child
@@ -264,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's")
     p.add_argument("--formats", default=",".join(FORMATS))
     p.add_argument("--threads", type=_ints, default=(1, 2), help="default: 1,2")
-    p.add_argument("--runs", type=int, default=TimingSettings.runs)
-    p.add_argument("--warmup", type=int, default=TimingSettings.warmup)
+    p.add_argument("--runs", type=int, default=RUNS)
+    p.add_argument("--warmup", type=int, default=WARMUP)
     p.add_argument("--eval-data", type=Path, help="HAM10000 or prepared folder (holdout split)")
     p.add_argument("--eval-samples", type=int, default=0, help="0: the whole holdout split")
     p.add_argument("--seed", type=int, default=42)
@@ -315,7 +314,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         manifest = json.loads((out / "manifest.json").read_text())
     else:
         manifest = _export(model, cfg, args, formats, out)
-    settings = TimingSettings(runs=args.runs, warmup=args.warmup)
+    settings = LatencySettings(runs=args.runs, warmup=args.warmup)
     timings = {f: {t: time_isolated(out / "manifest.json", f, t, settings)
                    for t in args.threads} for f in formats}
     parity = None
