@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -71,3 +72,22 @@ def path_bytes(path: str | Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def dumps_json(obj: object, indent: int | None = 2) -> str:
+    """Strict JSON text (NaN and Infinity are errors, not ``NaN`` tokens), newline-terminated."""
+    return json.dumps(obj, indent=indent, allow_nan=False) + "\n"
+
+
+def loads_json(text: str) -> object:
+    """Parse strict JSON: ``NaN``, ``Infinity`` and ``-Infinity`` raise ValueError."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def write_json(path: str | Path, obj: object, indent: int | None = 2) -> None:
+    """Write strict JSON atomically (ValueError before anything is written if not finite)."""
+    atomic_write_text(path, dumps_json(obj, indent))
