@@ -18,6 +18,7 @@ nothing beyond the standard library, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 
@@ -25,6 +26,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = ("Exit codes: 0 ok, 1 the job failed or the gate refused, 2 bad input, "
               "130 interrupted (rerun the same command to resume).")
 INTERRUPTED = "interrupted; rerun the same command to resume"
+PACKAGES = ("kd_core", "exporters", "runtimes", "benchmarks")
+_HANDLER_NAME = "edgekd-cli"
 
 
 class BadInput(ValueError):
@@ -79,3 +82,19 @@ def run(body: Callable[[], int], bad_input: tuple[type[BaseException], ...] = ()
     except (BadInput, *bad_input) as exc:  # type: ignore[misc]
         error(message(exc))
         return EXIT_BAD_INPUT
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Send the packages' log records (``logging.getLogger(__name__)`` in library code) to
+    stdout as plain lines: INFO and up, DEBUG with ``verbose``. A CLI calls this once in
+    ``main``; library code never configures logging and never prints."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in PACKAGES:
+        log = logging.getLogger(name)
+        for old in [h for h in log.handlers if h.get_name() == _HANDLER_NAME]:
+            log.removeHandler(old)
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG if verbose else logging.INFO)
+        log.propagate = False
