@@ -148,6 +148,33 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = REQUIRED_KEYS)
     return obj
 
 
+def decision_of(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Any:
+    """The checkpoint's ``kd_core.deploy.Decision`` (labels, positive class, temperature,
+    threshold, target sensitivity), checked; ``CheckpointError`` names the file and field."""
+    from kd_core.deploy import DEFAULT_TARGET_SENSITIVITY, ContractError, Decision
+
+    metrics = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
+    target = ckpt.get("target_sensitivity",
+                      (metrics or {}).get("target_sensitivity", DEFAULT_TARGET_SENSITIVITY))
+    try:
+        return Decision.from_dict({**ckpt, "target_sensitivity": target}, str(path))
+    except ContractError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def is_calibrated(ckpt: dict[str, Any]) -> bool:
+    """True when the checkpoint records that its temperature and threshold were fitted on
+    validation data and still holds those values (``calibration``; older checkpoints: the
+    ``metrics`` their training run wrote)."""
+    record = ckpt.get("calibration")
+    if not isinstance(record, dict):
+        record = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else None
+    if not record or "temperature" not in record or "threshold" not in record:
+        return False
+    return (record["temperature"] == ckpt.get("temperature")
+            and record["threshold"] == ckpt.get("threshold"))
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> nn.Module:
     """Rebuild the eval-mode model a checkpoint describes."""
     from kd_core.models import create_model
