@@ -41,6 +41,9 @@ class Artifact:
     verification: dict[str, Any] | None = None  # the artefact run in its runtime vs torch
     extra_files: tuple[Path, ...] = ()  # sidecars written with it (ExecuTorch's .json)
     embedded_metadata: str = ""  # where the manifest entry is embedded in (or beside) the file
+    precision_plan: dict[str, Any] | None = None  # INT8: float sites kept and why
+    repair: dict[str, Any] | None = None  # INT8: the repair ladder's record
+    decision: dict[str, Any] | None = None  # per-artefact temperature/threshold (recalibrated)
     # The torch model whose outputs the artefact reproduces, in the artefact's own input layout
     # (the float model, or PT2E's converted fake-quantized model). For parity checks only.
     reference: nn.Module | None = field(default=None, repr=False, compare=False)

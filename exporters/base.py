@@ -7,14 +7,17 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporters import Artifact
 from exporters.calibration_data import CalibrationSet
 from kd_core.data.transforms import Preprocessing
+
+if TYPE_CHECKING:
+    from exporters.int8.options import Int8Options
 
 MANIFEST_VERSION = 1
 INPUT_NAME = "image"
@@ -28,6 +31,12 @@ class ExportError(RuntimeError):
 
 class MissingCalibrationError(ExportError):
     """INT8 was asked for without calibration images."""
+
+
+def _plain_int8() -> Int8Options:
+    from exporters.int8.options import Int8Options  # lazy: --help never imports torch
+
+    return Int8Options()
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class ExportSettings:
     checkpoint_path: str = ""
     precisions: tuple[str, ...] = ("fp32", "int8")  # requested families
     calibration: CalibrationSet | None = None
+    int8: Int8Options = field(default_factory=_plain_int8)  # plan, observer, speed, repair
 
     def require_calibration(self, fmt: str) -> CalibrationSet:
         if self.calibration is None:
@@ -159,6 +169,8 @@ def embedded_metadata(cfg: ExportSettings, art: Artifact) -> dict[str, Any]:
     }
     if art.quantization_recipe is not None:
         meta["quantization_recipe"] = art.quantization_recipe
+    if art.quantization_recipe is not None and cfg.int8.plan:
+        meta["precision_plan"] = cfg.int8.plan.to_dict()
     return meta
 
 

@@ -99,7 +99,7 @@ def _convert(wrapper: ImageClassifier, example: tuple[Any, ...], cfg: ExportSett
         ready = ImageClassifier(rewritten, cfg.preprocessing, cfg.temperature).eval()
         batches = (torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255.0
                    for p in calib.pixels)
-        source = quantize_pt2e(ready, example, batches, FORMAT)
+        source = quantize_pt2e(ready, example, batches, FORMAT, **cfg.int8.pt2e_kwargs())
     size = cfg.preprocessing.size
     model = ct.convert(
         torch.export.export(source, example).run_decompositions({}),

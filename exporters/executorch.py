@@ -63,7 +63,8 @@ def _program(model: nn.Module, example_inputs: tuple[Any, ...], cfg: ExportSetti
 
     calib = cfg.require_calibration(FORMAT)
     ready = prepare_float_model(model, FORMAT, example_inputs=example_inputs)
-    quantized = quantize_pt2e(ready, example_inputs, calib.batches("NCHW"), FORMAT)
+    quantized = quantize_pt2e(ready, example_inputs, calib.batches("NCHW"), FORMAT,
+                              **cfg.int8.pt2e_kwargs())
     return _lower(quantized, example_inputs), quantized
 
 

@@ -39,6 +39,7 @@ def artifact_entry(art: Artifact, cfg: ExportSettings, out_dir: Path) -> dict[st
         "input": art.input,
         "output": art.output,
         **decision_fields(cfg),
+        **(art.decision or {}),
         "source_checkpoint_sha256": cfg.checkpoint_sha256,
         "tool_versions": art.tool_versions,
         "export_seconds": art.export_seconds,
@@ -49,6 +50,10 @@ def artifact_entry(art: Artifact, cfg: ExportSettings, out_dir: Path) -> dict[st
                              for p in art.extra_files]
     if art.quantization_recipe is not None:
         entry["quantization_recipe"] = art.quantization_recipe
+    if art.precision_plan is not None:
+        entry["precision_plan"] = art.precision_plan
+    if art.repair is not None:
+        entry["repair"] = art.repair
     if art.graph_report is not None:
         entry["graph_report"] = art.graph_report
     if art.verification is not None:

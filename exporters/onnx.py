@@ -75,13 +75,16 @@ def export_onnx(model: nn.Module, example_inputs: tuple[Any, ...], path: Path) -
 def _quantize(model: nn.Module, example_inputs: tuple[Any, ...], stage: Path, out: Path,
               cfg: ExportSettings) -> dict[str, Any]:
     from exporters.int8 import prepare_float_model, quantize_onnx
+    from exporters.int8.plan import find_sites
 
     calib = cfg.require_calibration(FORMAT)
     recipe = int8_recipe(FORMAT, cfg)
     float_file = stage / "int8_float_source.onnx"
     ready = prepare_float_model(model, FORMAT, example_inputs=example_inputs)
     export_onnx(ready, example_inputs, float_file)
-    recipe.update(quantize_onnx(float_file, out, iter(calib.normalized()[:, None]), INPUT_NAME))
+    sites = find_sites(ready, example_inputs) if cfg.int8.plan else ()
+    recipe.update(quantize_onnx(float_file, out, iter(calib.normalized()[:, None]), INPUT_NAME,
+                                **cfg.int8.onnx_kwargs(sites)))
     return recipe
 
 

@@ -74,8 +74,10 @@ def _convert(model: nn.Module, example: torch.Tensor, cfg: ExportSettings, preci
     calib = cfg.require_calibration(FORMAT)
     rewritten = prepare_float_model(model, FORMAT, example_inputs=(example,))
     ready = litert_torch.to_channel_last_io(rewritten, args=[0]).eval()
-    quantized = quantize_pt2e(ready, (_nhwc(example),), calib.batches("NHWC"), FORMAT)
-    edge = litert_torch.convert(quantized, (_nhwc(example),), **tflite_convert_kwargs(FORMAT))
+    quantized = quantize_pt2e(ready, (_nhwc(example),), calib.batches("NHWC"), FORMAT,
+                              **cfg.int8.pt2e_kwargs())
+    edge = litert_torch.convert(quantized, (_nhwc(example),),
+                                **tflite_convert_kwargs(FORMAT, cfg.int8.plan.names()))
     return edge, NCHWInput(quantized)
 
 

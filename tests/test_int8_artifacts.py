@@ -175,7 +175,8 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
                 want = quantized(xi)
             assert float((got - want).abs().max()) <= 1.01 * step, (step, got, want)
     assert report["delegate_partitions"] == 1 and report["undelegated_ops"] == 0
-    assert quantize_recipe("executorch")["float_depthwise_min_kernel"] == 5
+    # Float sites are a measured per-site plan (exporters.int8.speed), not a recipe constant.
+    assert "float_depthwise_min_kernel" not in quantize_recipe("executorch")
 
 
 class _Head(nn.Module):

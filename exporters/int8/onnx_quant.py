@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporters.int8.plan import PlanError, Site, onnx_site_nodes
 from kd_core.io import atomic_path
 
 CALIBRATION = "MinMax"
@@ -68,6 +69,21 @@ def mean_to_global_pool(model: Any) -> int:
     return count
 
 
+def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Site]
+                    ) -> list[str]:
+    """ONNX node names of ``float_sites`` in the pre-processed model (``nodes_to_exclude``)."""
+    if not float_sites:
+        return []
+    import onnx
+
+    mapping = onnx_site_nodes(onnx.load(str(path)), sites)
+    found = {site: node for node, site in mapping.items() if site in float_sites}
+    missing = sorted(float_sites - set(found))
+    if missing:
+        raise PlanError(f"float site(s) {', '.join(missing)} not in the ONNX graph")
+    return sorted(found.values())
+
+
 class _Reader:
     """A ``CalibrationDataReader`` over an iterable of NCHW float32 batches."""
 
@@ -88,9 +104,14 @@ class _Reader:
 
 
 def quantize_onnx(
-    fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str
+    fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str,
+    float_sites: frozenset[str] = frozenset(), sites: Sequence[Site] = (),
+    calibration: str = CALIBRATION,
 ) -> dict[str, Any]:
-    """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns the recipe dict."""
+    """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns the recipe dict.
+
+    ``float_sites`` (site names of ``sites``, the model's sites in call order) stay float
+    through ``nodes_to_exclude``; ``calibration`` is a ``CalibrationMethod`` name."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -113,16 +134,25 @@ def quantize_onnx(
         # One self-contained file: quant_pre_process loses track of external data files.
         onnx.save(model, str(single))
         quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
+        exclude = _excluded_nodes(pre, float_sites, sites)
         with atomic_path(out_path) as dst:
             quantize_static(
                 str(pre), str(dst), reader,
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, CALIBRATION),
+                calibrate_method=getattr(CalibrationMethod, calibration),
+                nodes_to_exclude=exclude,
             )
     if reader.count == 0:
         raise ValueError("quantize_onnx needs at least one calibration batch")
     recipe = onnx_recipe()
     recipe["calibration_batches"] = reader.count
+    if calibration != CALIBRATION:
+        recipe["calibration"] = calibration
+    if exclude:
+        recipe["nodes_to_exclude"] = exclude
+        # Else ONNX Runtime's optimizer re-quantizes a float conv between int8 neighbours.
+        recipe["session_config"] = {"optimization.disable_specified_optimizers":
+                                    "WeightBiasQuantization"}
     recipe["graph_rewrites"] = {"reduce_mean_to_global_average_pool": pools}
     return recipe
