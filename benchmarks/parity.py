@@ -11,34 +11,15 @@ skipped, not failed. ``gate`` returns the violations, ``gate_report`` a JSON-rea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
+from kd_core.parity import Tolerances, Violation, check_row
+
+__all__ = ["ParityGateError", "Tolerances", "Violation", "check", "check_row", "gate",
+           "gate_report", "is_unavailable", "reference_row", "row_verdict"]
+
 UNAVAILABLE_PREFIX = "needs "  # statuses such as "needs macOS": skipped, not failed
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    max_auc_delta: float = 0.005
-    min_sensitivity: float = 0.93  # target sensitivity 0.95 - 0.02
-    max_ece_delta: float = 0.01
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Violation:
-    name: str
-    format: str
-    precision: str
-    metric: str
-    value: float | None
-    limit: float | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"FAIL {self.name}: {self.message}"
 
 
 class ParityGateError(AssertionError):
@@ -63,35 +44,6 @@ def reference_row(results: Mapping[str, Any]) -> dict[str, Any]:
     if not refs:
         raise ValueError("parity gate: no scored float student row in the results")
     return refs[0]
-
-
-def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances) -> list[Violation]:
-    """The violations of one artefact row against the float student row."""
-
-    def fail(metric: str, value: float | None, limit: float | None, msg: str) -> Violation:
-        return Violation(str(row["name"]), str(row.get("format")), str(row.get("precision")),
-                         metric, value, limit, msg)
-
-    status = str(row.get("status", "ok"))
-    if status != "ok":
-        return [fail("status", None, None, f"did not run ({status})")]
-    acc, ref_acc = row["accuracy"], ref["accuracy"]
-    out = []
-    delta = acc["roc_auc"] - ref_acc["roc_auc"]
-    if abs(delta) > tol.max_auc_delta:
-        out.append(fail("roc_auc", delta, tol.max_auc_delta,
-                        f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
-                        f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if not acc["sensitivity"] >= tol.min_sensitivity:  # also catches nan
-        out.append(fail("sensitivity", acc["sensitivity"], tol.min_sensitivity,
-                        f"sensitivity {acc['sensitivity']:.4f} at threshold "
-                        f"{acc['threshold']:.4g} is below {tol.min_sensitivity:g}"))
-    limit = ref_acc["ece"] + tol.max_ece_delta
-    if not acc["ece"] <= limit:
-        out.append(fail("ece", acc["ece"], limit,
-                        f"ece {acc['ece']:.4f} exceeds float student ECE "
-                        f"{ref_acc['ece']:.4f} + {tol.max_ece_delta:g}"))
-    return out
 
 
 def gate(results: Mapping[str, Any], tolerances: Tolerances | None = None) -> list[Violation]:

@@ -30,6 +30,7 @@ from exporters.base import (
     describe,
 )
 from exporters.calibration_data import DEFAULT_SAMPLES, CalibrationDataError, load_calibration
+from exporters.int8_cli import add_int8_arguments, int8_options
 
 FAMILIES = ("fp32", "int8", "w8a8")
 DEFAULT_FAMILIES = "fp32,int8"
@@ -84,6 +85,7 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
                         "the format it was on); 1 runs everything in this process; auto: the "
                         "cores this process may use, at most 2, since more workers add memory "
                         "but little speed (default: %(default)s)")
+    add_int8_arguments(p)
     p.add_argument("--verbose", action="store_true",
                    help="show the converters' own output instead of a log tail on failure")
     return p
@@ -226,6 +228,10 @@ def run_format(fmt: str, model: Any, cfg: ExportSettings, job: Job
     with _captured(not job.verbose) as log:
         arts, failures = _call(get_exporter(fmt), model, example, cfg, job,
                                artefact_precisions(fmt, job.families))
+        if cfg.int8.active():
+            from exporters.int8.finish import finish_format
+
+            arts = finish_format(fmt, model, example, cfg, job.out_dir, arts)
     tail = _tail(log) if failures else ""
     if log is not None:
         log.unlink(missing_ok=True)
@@ -308,6 +314,13 @@ def export_all(model: Any, cfg: ExportSettings, out_dir: Path, formats: tuple[st
     return ExportResult(arts, failures, path, clock.seconds())
 
 
+def _target_sensitivity(path: Path) -> float:
+    from kd_core.checkpoint import decision_of, load_checkpoint
+
+    target = decision_of(load_checkpoint(path), path).target_sensitivity
+    return 0.95 if target is None else float(target)
+
+
 def run(args: argparse.Namespace, fixed: tuple[str, ...] | None = None) -> int:
     import torch
 
@@ -317,11 +330,20 @@ def run(args: argparse.Namespace, fixed: tuple[str, ...] | None = None) -> int:
     model, cfg, num_classes = load_settings(args.checkpoint, job.families)
     _check_writable(job.out_dir)
     cfg = replace(cfg, calibration=_calibration(args, job, cfg))
+    try:
+        cfg = replace(cfg, int8=int8_options(args, cfg, _target_sensitivity(args.checkpoint)))
+    except ValueError as exc:  # bad --repair/--val-data/--speed-plan combination or folder
+        raise UsageError(str(exc)) from None
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, args.threads))
     result = export_all(model, cfg, job.out_dir, job.formats, job.verbose, num_classes,
                         jobs=jobs, checkpoint=args.checkpoint,
                         threads=args.threads)
+    from exporters.int8.finish import summary_lines
+
+    finished = summary_lines(result.artifacts)
+    if finished:
+        print("\nINT8 precision plans and repairs:\n" + "\n".join(finished))
     print(f"\n{summary_table(result.artifacts, result.failures)}\n\n"
           f"manifest: {result.manifest_path}  ({len(result.artifacts)} written, "
           f"{len(result.failures)} failed; {result.seconds:.1f} s exporting, "
