@@ -175,7 +175,7 @@ class PrecisionPlan:
 def float_site(site: Site, sites: Sequence[Site], reason: str,
                evidence: Mapping[str, Any] | None = None) -> FloatSite:
     total = sum(s.macs for s in sites) or 1
-    return FloatSite(site.name, reason, site.macs / total, dict(evidence or {}))
+    return FloatSite(site.name, reason, round(site.macs / total, 6), dict(evidence or {}))
 
 
 def check_plan(plan: PrecisionPlan, sites: Sequence[Site]) -> None:

@@ -1,0 +1,145 @@
+"""Per-site precision plans: sites and MACs, the speed rule on injected timings, and float sites
+applied by the real quantizers (PT2E annotation, ONNX Runtime's nodes_to_exclude)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from exporters.int8.plan import PlanError, PrecisionPlan, check_plan, find_sites, float_site
+from exporters.int8.speed import (
+    SiteTiming,
+    SiteTimings,
+    SpeedRule,
+    confirmed,
+    load_timings,
+    save_timings,
+    speed_plan,
+)
+
+
+class _Net(nn.Module):
+    """Stem, a tiny 5x5 depthwise conv (the planted slow site), pointwise conv, linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.dw = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+        self.pw = nn.Sequential(nn.Conv2d(8, 16, 1), nn.ReLU())
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw(torch.relu(self.dw(self.stem(x))))
+        return self.head(y.mean((2, 3)))
+
+
+def _example() -> tuple[torch.Tensor]:
+    return (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)),)
+
+
+def test_sites_are_module_names_in_call_order_with_macs() -> None:
+    sites = find_sites(_Net().eval(), _example())
+    assert [s.name for s in sites] == ["stem.0", "dw", "pw.0", "head"]
+    assert [s.kind for s in sites] == ["conv", "depthwise", "pointwise", "linear"]
+    assert sites[1].macs == 16 * 16 * 8 * 25 and sites[3].macs == 16 * 2
+    plan = PrecisionPlan().with_sites([float_site(sites[1], sites, "speed", {"gain_us": 3.0})])
+    assert PrecisionPlan.from_dict(plan.to_dict()) == plan
+    assert 0 < plan.float_macs_share() < 1
+    check_plan(plan, sites)
+    with pytest.raises(PlanError, match="unknown site"):
+        check_plan(PrecisionPlan().with_sites([float_site(sites[0], sites, "speed")]), sites[1:])
+
+
+def _timings() -> list[SiteTiming]:
+    # INT8 is faster everywhere except the 5x5 depthwise conv, even after its boundary cost;
+    # the head's float "gain" is below the noise floor.
+    return [SiteTiming("stem.0", 40.0, 90.0, 3.0), SiteTiming("dw", 30.0, 12.0, 4.0),
+            SiteTiming("pw.0", 10.0, 25.0, 2.0), SiteTiming("head", 0.6, 0.1, 0.0)]
+
+
+def test_speed_plan_keeps_the_planted_slow_site_float_and_is_deterministic() -> None:
+    sites = find_sites(_Net().eval(), _example())
+    plan = speed_plan(_timings(), sites)
+    assert [(s.name, s.reason) for s in plan.float_sites] == [("dw", "speed")]
+    assert plan.float_sites[0].evidence["gain_us"] == pytest.approx(14.0)
+    shuffled = _timings()
+    random.Random(3).shuffle(shuffled)
+    assert speed_plan(shuffled, sites) == plan  # a pure function of the timings
+    # A gain inside the noise floor keeps INT8; a stricter rule keeps everything INT8.
+    assert not speed_plan([SiteTiming("dw", 30.0, 27.5, 1.0)], sites)
+    assert not speed_plan(_timings(), sites, SpeedRule(min_gain_us=20.0))
+    with pytest.raises(PlanError, match="unknown site"):
+        speed_plan([SiteTiming("nope", 1.0, 0.1)], sites)
+
+
+def test_timings_file_round_trip_and_whole_graph_check(tmp_path: Path) -> None:
+    timings = SiteTimings("executorch", "executorch 1.5.1", 1, 30, tuple(_timings()), "x86_64")
+    path = save_timings(timings, tmp_path / "timings.json")
+    assert load_timings(path, "executorch") == timings
+    with pytest.raises(PlanError, match="no site timings for format onnx"):
+        load_timings(path, "onnx")
+    assert confirmed([1.0, 1.1, 1.0], [0.9, 0.9, 0.95])
+    assert not confirmed([1.0, 1.0, 1.0], [0.995, 0.99, 1.0])  # within noise: not kept
+
+
+def _weight_is_float(gm: torch.fx.GraphModule, site: str) -> bool:
+    from exporters.int8.plan import _node_module, site_of, weighted_targets
+
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in weighted_targets():
+            path = _node_module(node)
+            if path and site_of(path, {site}):
+                return "dequantize" not in str(node.args[1].target)
+    raise AssertionError(f"{site} not in graph")
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "tflite"])
+def test_pt2e_leaves_float_sites_unannotated(fmt: str) -> None:
+    pytest.importorskip("executorch" if fmt == "executorch" else "litert_torch")
+    from exporters.int8 import quantize_pt2e
+
+    model = _Net().eval()
+    x = _example()
+    calib = [torch.randn(1, 3, 16, 16) for _ in range(4)]
+    if fmt == "tflite":  # litert-torch's quantizer, on an NHWC wrapper (a module-path prefix)
+        import litert_torch
+
+        model = litert_torch.to_channel_last_io(model, args=[0]).eval()
+        x = (x[0].permute(0, 2, 3, 1).contiguous(),)
+        calib = [c.permute(0, 2, 3, 1).contiguous() for c in calib]
+    plain = quantize_pt2e(model, x, calib, fmt)
+    planned = quantize_pt2e(model, x, calib, fmt, float_sites=frozenset({"dw"}))
+    assert not _weight_is_float(plain, "dw")
+    assert _weight_is_float(planned, "dw") and not _weight_is_float(planned, "pw.0")
+    with pytest.raises(PlanError, match="not found"):
+        quantize_pt2e(model, x, calib, fmt, float_sites=frozenset({"missing"}))
+
+
+def test_onnx_float_site_stays_float_in_onnx_runtime(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from exporters.int8 import graph_report, quantize_onnx
+    from exporters.onnx import export_onnx
+
+    model = _Net().eval()
+    export_onnx(model, _example(), tmp_path / "f.onnx")
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)
+             for i in range(4)]
+    recipe = quantize_onnx(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, "image",
+                           float_sites=frozenset({"dw"}), sites=find_sites(model, _example()))
+    assert len(recipe["nodes_to_exclude"]) == 1
+    assert "WeightBiasQuantization" in str(recipe["session_config"])
+    import onnx
+
+    from exporters.onnx import set_metadata
+
+    proto = onnx.load(str(tmp_path / "q.onnx"))
+    set_metadata(proto, {"quantization_recipe": recipe})
+    onnx.save(proto, str(tmp_path / "q.onnx"))
+    report = graph_report(tmp_path / "q.onnx", "onnx")
+    assert report["optimized_counts"]["float"].get("Conv") == 1, report["optimized_counts"]
+    assert report["optimized_counts"]["quantized"].get("QLinearConv") == 2
