@@ -98,6 +98,7 @@ def _repair(fmt: str, model: nn.Module, example: tuple[Any, ...], cfg: ExportSet
 def measure_timings(fmt: str, model: nn.Module, example: tuple[Any, ...], cfg: ExportSettings,
                     art: Artifact, sites: tuple[Site, ...], stage: Path) -> SiteTimings:
     """Per-site INT8 and fp32 times of ``art`` in its runtime's profiler."""
+    from exporters import get_exporter
     from exporters.int8 import prepare_float_model
     from exporters.int8.profile import (
         ProfilerUnavailable,
@@ -108,23 +109,17 @@ def measure_timings(fmt: str, model: nn.Module, example: tuple[Any, ...], cfg: E
 
     stage.mkdir(parents=True, exist_ok=True)
     x = np.asarray(example[0].numpy(), dtype=np.float32)
-    ready = prepare_float_model(model, fmt, example_inputs=example)
-    if fmt == "executorch":
-        from exporters.executorch import _lower
-
-        fp32 = stage / "fp32.pte"
-        fp32.write_bytes(_lower(ready, example))
-        timed = executorch_site_timings(art.path, fp32, sites, x)
-    elif fmt == "onnx":
-        from exporters.onnx import export_onnx
-
-        fp32 = stage / "fp32.onnx"
-        export_onnx(ready, example, fp32)
-        config = (art.quantization_recipe or {}).get("session_config") or {}
-        timed = onnx_site_timings(art.path, fp32, sites, x, config)
-    else:
+    if fmt not in ("executorch", "onnx"):
         raise ProfilerUnavailable(f"{fmt}: no per-op profiler reachable from Python; pass "
                                   "--speed-plan FILE with measured site timings")
+    # The float reference is the same rewritten model, exported through the format's exporter.
+    ready = prepare_float_model(model, fmt, example_inputs=example)
+    (fp32,) = get_exporter(fmt).export(ready, example, stage, replace(cfg, precisions=("fp32",)))
+    if fmt == "executorch":
+        timed = executorch_site_timings(art.path, fp32.path, sites, x)
+    else:
+        config = (art.quantization_recipe or {}).get("session_config") or {}
+        timed = onnx_site_timings(art.path, fp32.path, sites, x, config)
     dist = {"executorch": "executorch", "onnx": "onnxruntime"}[fmt]
     runtime = f"{dist} {art.tool_versions.get(dist, '?')}"
     return SiteTimings(fmt, runtime, 1, 30, tuple(timed), _host())
