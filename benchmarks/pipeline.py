@@ -185,13 +185,15 @@ def stage_export(student: Path, prepared: Path, p: Profile, args: argparse.Names
     from exporters.all import main as export_main
 
     out = run_dir / "export"
+    # INT8: repair on the validation split (never the holdout) and the measured speed plan.
+    int8 = ["--val-data", str(prepared), "--repair", "auto", "--speed-plan", "measure"]
     inputs = {"student": file_key(student), "calib_samples": p.calib_samples, "seed": args.seed,
-              "formats": args.formats}
+              "formats": args.formats, "int8": int8[2:]}
 
     def body() -> tuple[list[Path], str]:
         rc = export_main([str(student), "--out", str(out), "--calib-data", str(prepared),
                           "--calib-samples", str(p.calib_samples), "--seed", str(args.seed),
-                          "--formats", args.formats])
+                          "--formats", args.formats, *int8])
         manifest = json.loads((out / "manifest.json").read_text())
         names = [a["name"] for a in manifest["artifacts"]]
         if rc != 0:
