@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from kd_core.cli import BadInput
+from kd_core.config import DEFAULT_TARGET_SENSITIVITY as DEFAULT_TARGET_SENSITIVITY
 from kd_core.data.transforms import Preprocessing
 
 MANIFEST_NAME = "manifest.json"
 GATE_NAME = "gate.json"
 MANIFEST_VERSION = 1
-DEFAULT_TARGET_SENSITIVITY = 0.95
 SENSITIVITY_MARGIN = 0.02  # the gate accepts sensitivity >= target - margin on the test split
 
 

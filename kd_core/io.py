@@ -91,3 +91,20 @@ def loads_json(text: str) -> object:
 def write_json(path: str | Path, obj: object, indent: int | None = 2) -> None:
     """Write strict JSON atomically (ValueError before anything is written if not finite)."""
     atomic_write_text(path, dumps_json(obj, indent))
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be created or written, before any work: it exists
+    as a file, or its nearest existing parent is not writable (``BadInput`` names ``flag``)."""
+    from kd_core.cli import BadInput
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path}: exists and is not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {path}: {parent} is not writable")
