@@ -43,18 +43,17 @@ def average_ranks(s: Any) -> np.ndarray:
     """Ranks 1..N along the last axis, tied values sharing their average rank (as
     ``scipy.stats.rankdata(s, axis=-1)``, method "average"), in float64."""
     s = np.asarray(s)
-    n = s.shape[-1]
-    order = np.argsort(s, axis=-1, kind="stable")
-    ordered = np.take_along_axis(s, order, axis=-1)
-    idx = np.broadcast_to(np.arange(n), s.shape)
-    starts = np.ones(s.shape, dtype=bool)  # first item of each run of equal values
-    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
-    ends = np.ones(s.shape, dtype=bool)  # last item of each run
-    ends[..., :-1] = starts[..., 1:]
-    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
-    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, idx, n - 1), -1), axis=-1), -1)
-    ranks = np.empty(s.shape, dtype=np.float64)
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=-1)
+    shape, n = s.shape, s.shape[-1]
+    order = np.argsort(s, axis=-1)  # any order within ties: they share one rank
+    ordered = np.take_along_axis(s, order, axis=-1).reshape(-1, n)
+    starts = np.ones(ordered.shape, dtype=bool)  # first item of each run of equal values
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    flat = starts.ravel()
+    first = np.flatnonzero(flat)  # flat positions where the runs start ...
+    last = np.append(first[1:], flat.size) - 1  # ... and end
+    average = (first + last) / 2.0 - (first // n) * n + 1.0  # 1-based, within the row
+    ranks = np.empty(shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, average[np.cumsum(flat) - 1].reshape(shape), axis=-1)
     return ranks
 
 
