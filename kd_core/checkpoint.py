@@ -290,7 +290,7 @@ def _check_weights_fit(ckpt: dict[str, Any], path: Path | str) -> None:
 def decision_of(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Any:
     """The checkpoint's ``kd_core.deploy.Decision`` (labels, positive class, temperature,
     threshold, target sensitivity), checked; ``CheckpointError`` names the file and field."""
-    from kd_core.deploy import ContractError, Decision
+    from kd_core.decision import ContractError, Decision
 
     metrics = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
     target = ckpt.get("target_sensitivity",

@@ -134,7 +134,7 @@ def test_files_that_are_not_checkpoints_say_so(content: bytes, message: str,
     with pytest.raises(CheckpointError, match="^" + str(path).replace(".", r"\.")) as info:
         load_checkpoint(path)
     assert message in str(info.value) and "Python objects" not in str(info.value)
-    with pytest.raises(CheckpointError, match="not a dict|expected a checkpoint dict"):
+    with pytest.raises(CheckpointError, match="expected a checkpoint dict, got list"):
         load_checkpoint(_saved([1, 2], tmp_path / "list.pth"))
 
 
