@@ -97,7 +97,10 @@ def save_state(path: Path, state: TrainState, parts: Resumable, config_key: str,
 
 def read_state(path: Path) -> dict[str, Any]:
     """The raw ``last.pth`` dict, checked to be a training state of this version."""
-    saved = read_torch_file(path, "training state")
+    try:
+        saved = read_torch_file(path, "training state")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; delete it or pass --force to start over") from None
     if not isinstance(saved, dict) or saved.get("kind") != STATE_KIND:
         raise CheckpointError(f"{path}: not a training state; delete it or pass --force")
     if saved.get("format_version") != STATE_VERSION:

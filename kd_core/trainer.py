@@ -145,7 +145,10 @@ def _check_resumable(out: Path, key: str, record: dict[str, Any], force: bool) -
                                   f"configuration ({diff}); {hint}")
     if not best.is_file():
         return False
-    ckpt = load_checkpoint(best)
+    try:
+        ckpt = load_checkpoint(best)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {hint}") from None
     config = ckpt.get("config") or {}
     if run_key(config) != key:
         diff = "; ".join(_differences(config, record)[:3]) or "unknown"

@@ -187,6 +187,24 @@ def test_rerun_of_a_finished_run_does_nothing(finished: Path, synth_dir: Path,
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_damaged_resume_file_is_named_and_force_starts_over(
+        finished: Path, synth_dir: Path, synth_prepared: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    last = out / "last.pth"
+    last.write_bytes(last.read_bytes()[:5000])
+    best = (out / "best.pth").read_bytes()
+    assert train_main(argv("teacher", synth_dir, synth_prepared, out)) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {last}: truncated or corrupt training state")
+    assert "--force" in line
+    assert (out / "best.pth").read_bytes() == best
+    assert train_main([*argv("teacher", synth_dir, synth_prepared, out), "--force"]) == 0
+    assert "resuming" not in capsys.readouterr().out
+    assert is_calibrated(load_checkpoint(out / "best.pth"))
+
+
 # ---------------------------------------------------------------- interrupts and failures
 
 
