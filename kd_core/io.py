@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes and hashing. Nothing here imports torch."""
+"""Small file helpers: atomic writes, hashing, output-folder checks, and a thread pool for file
+work that stops promptly on Ctrl-C. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def thread_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A ``ThreadPoolExecutor`` whose queued jobs are dropped when the block fails (a Ctrl-C
+    does not wait for thousands of queued image decodes)."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 @contextlib.contextmanager

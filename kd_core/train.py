@@ -47,7 +47,8 @@ def run(role: str, cfg: Config, out: Path, teacher_ckpt: Path | None = None,
     model = trainer.build_model(plan, len(data.labels))
     try:
         result = fit(model, trainer.make_step(plan, data), data.train, data.val, plan.rt,
-                     plan.fit_options(positive_index(data.labels)), out, plan.key, plan.record)
+                     plan.fit_options(positive_index(data.labels)), out, plan.key, plan.record,
+                     resume=not force)
     except NonFiniteLossError as exc:
         raise NonFiniteLossError(f"{exc}; {out / 'last.pth'} keeps the last finished epoch; "
                                  "lower --lr and rerun with --force") from None

@@ -72,3 +72,27 @@ def test_library_code_logs_instead_of_printing() -> None:
     found = [hit for path in sorted((REPO / "kd_core").rglob("*.py")) if path not in skip
              for hit in _prints_outside_a_cli(path)]
     assert not found, found
+
+
+def test_ctrl_c_drops_queued_file_work() -> None:
+    """Image checks and decodes run in ``io.thread_pool``: a Ctrl-C does not wait for the
+    queued jobs (thousands on HAM10000)."""
+    import threading
+    import time
+
+    from kd_core.io import thread_pool
+
+    done = []
+    lock = threading.Lock()
+
+    def job(i: int) -> int:
+        time.sleep(0.02)
+        with lock:
+            done.append(i)
+        return i
+
+    with pytest.raises(KeyboardInterrupt), thread_pool(1) as pool:
+        for i in pool.map(job, range(200)):
+            if i == 2:
+                raise KeyboardInterrupt
+    assert len(done) < 10

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from kd_core.cli import BadInput
 from kd_core.data.splits import SPLITS, check_split, split_lesions
 from kd_core.data.transforms import ImageError, load_rgb
-from kd_core.io import atomic_write_text
+from kd_core.io import atomic_write_text, thread_pool
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +168,7 @@ def check_images(paths: list[Path], workers: int | None = None) -> dict[Path, st
             return str(exc).removeprefix(f"{path}: ")
         return None
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
+    with thread_pool(workers or min(8, os.cpu_count() or 2)) as pool:
         results = list(
             tqdm(
                 pool.map(check, paths),
