@@ -121,28 +121,28 @@ def decisions(logits: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
 
 
 def agreement(got: np.ndarray, want: np.ndarray, manifest: dict[str, Any]) -> dict[str, Any]:
-    from exporters.verify import compare
+    from kd_core.deploy import compare_outputs
 
     same = decisions(got, manifest) == decisions(want, manifest)
-    return {**compare(got, want), "decision_agreement": float(same.mean())}
+    return {**compare_outputs(got, want), "decision_agreement": float(same.mean())}
 
 
-def runtime_fn(fmt: str) -> Any:
-    import importlib
+def run_artefact(entry: Any, root: Path, x: np.ndarray) -> np.ndarray:
+    from runtimes import load_runner
 
-    return getattr(importlib.import_module(f"exporters.{fmt}"), "run", None)
+    return load_runner(entry, root).predict(x)
 
 
 def fp32_parity(manifest: dict[str, Any], out: Path, model: nn.Module, x: np.ndarray
                 ) -> list[dict[str, Any]]:
-    from exporters.verify import reference_outputs
+    from exporters.finish import reference_outputs
 
     want = reference_outputs(model, x)
     rows = []
     for entry in manifest["artifacts"]:
         if entry["precision"] != "fp32":
             continue
-        got = runtime_fn(entry["format"])(out / entry["path"], x)
+        got = run_artefact(entry, out, x)
         rows.append({"name": entry["name"], "vs": "torch float",
                      **agreement(got, want, manifest)})
     return rows
@@ -153,12 +153,12 @@ def int8_parity(ckpt_path: Path, manifest: dict[str, Any], out: Path, data: Path
     """Re-export INT8 in-process (same calibration) to get torch's fake-quantized reference;
     the CLI's artefact is the same file when the sha256 matches."""
     from exporters import get_exporter
-    from exporters.all import load_settings
     from exporters.calibration_data import load_calibration
-    from exporters.verify import reference_outputs
+    from exporters.finish import reference_outputs
+    from exporters.job import load_settings
     from kd_core.io import sha256_file
 
-    model, cfg, _ = load_settings(ckpt_path, ("int8",))
+    model, cfg = load_settings(ckpt_path, ("int8",), allow_uncalibrated=True)
     calib = load_calibration(data, cfg.preprocessing, cfg.labels, samples, 42)
     cfg = replace(cfg, calibration=calib, precisions=("int8",))
     shas = {a["name"]: a["sha256"] for a in manifest["artifacts"]}
@@ -167,7 +167,7 @@ def int8_parity(ckpt_path: Path, manifest: dict[str, Any], out: Path, data: Path
     rows = []
     for fmt in ("tflite", "executorch", "onnx"):
         for art in get_exporter(fmt).export(model, example, scratch, cfg):
-            got = runtime_fn(fmt)(art.path, x)
+            got = run_artefact(art.entry, scratch, x)
             assert art.reference is not None
             want = reference_outputs(art.reference, x)
             vs = "torch float" if fmt == "onnx" else "torch PT2E fake-quantized"

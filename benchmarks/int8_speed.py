@@ -4,7 +4,7 @@
         [--threads 1,2] [--runs 300] [--formats tflite,executorch,onnx] \
         [--eval-data D --eval-samples N] [--out DIR [--reuse]] [--json PATH]
 
-Exports fp32 and INT8 artefacts through the real exporters (``exporters.all.export_all``), then,
+Exports fp32 and INT8 artefacts through the real exporters (``exporters.run.export_model``), then,
 for each runtime and thread count, one fresh process loads both and times them interleaved
 (warm-up, then alternating single calls; median, p10 and p90 of ``--runs`` calls each). Timed is
 the runtime's own call on an input already in the artefact's dtype and layout (float->int8
@@ -104,10 +104,11 @@ def time_isolated(manifest: Path, fmt: str, threads: int, settings: LatencySetti
 
 def load_model(spec: str, image_size: int | None) -> tuple[Any, Any, bool]:
     """(eval model, ExportSettings, trained?) from a checkpoint path or an architecture name."""
-    from exporters.all import UsageError as ExportUsageError
-    from exporters.all import load_settings
     from exporters.base import ExportSettings
+    from exporters.base import UsageError as ExportUsageError
+    from exporters.job import load_settings
     from kd_core.data.transforms import Preprocessing
+    from kd_core.deploy import Decision
     from kd_core.models import create_model, list_models
 
     path = Path(spec)
@@ -115,7 +116,7 @@ def load_model(spec: str, image_size: int | None) -> tuple[Any, Any, bool]:
         if not path.is_file():
             raise UsageError(f"{path}: checkpoint not found")
         try:
-            model, cfg, _ = load_settings(path)
+            model, cfg = load_settings(path, allow_uncalibrated=True)
         except ExportUsageError as exc:
             raise UsageError(str(exc)) from None
         if image_size is not None and image_size != cfg.preprocessing.size:
@@ -124,9 +125,9 @@ def load_model(spec: str, image_size: int | None) -> tuple[Any, Any, bool]:
     if spec not in list_models():
         raise UsageError(f"{spec!r} is neither a checkpoint file nor an architecture "
                          f"({', '.join(list_models())})")
-    cfg = ExportSettings(arch=spec, labels=("other", "melanoma"), positive_index=1,
-                         preprocessing=Preprocessing(size=image_size or 224), temperature=1.0,
-                         threshold=0.5, checkpoint_sha256="random-init")
+    cfg = ExportSettings(arch=spec, decision=Decision(("other", "melanoma"), 1, 1.0, 0.5),
+                         preprocessing=Preprocessing(size=image_size or 224),
+                         checkpoint_sha256="random-init")
     return create_model(spec, 2).eval(), cfg, False
 
 
@@ -139,9 +140,9 @@ def eval_images(source: Path, prep: Any, n: int, seed: int) -> tuple[np.ndarray,
     if not source.is_dir():
         raise UsageError(f"{source}: evaluation folder not found")
     if is_ham10000_dir(source) and not is_prepared_dir(source):
-        from exporters.calibration_data import _prepare_ham
+        from kd_core.data.sources import resolve_prepared
 
-        source = _prepare_ham(source)
+        source = resolve_prepared(source)
     try:
         split = load_split(source, "holdout")
     except DataError as exc:
@@ -155,11 +156,11 @@ def eval_images(source: Path, prep: Any, n: int, seed: int) -> tuple[np.ndarray,
 
 def decisions(logits: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     """(probability of the positive class at the shipped temperature, decision at threshold)."""
-    z = logits / cfg.temperature
+    z = logits / cfg.decision.temperature
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    pos = p[:, cfg.positive_index]
-    return pos, pos >= cfg.threshold
+    pos = p[:, cfg.decision.positive_index]
+    return pos, pos >= cfg.decision.threshold
 
 
 def parity_rows(model: Any, cfg: Any, manifest: Path, images: np.ndarray, labels: np.ndarray,
@@ -280,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _export(model: Any, cfg: Any, args: argparse.Namespace, formats: tuple[str, ...],
             out: Path) -> dict[str, Any]:
-    from exporters.all import export_all
     from exporters.calibration_data import CalibrationDataError, load_calibration
+    from exporters.run import export_model
 
     if args.calib_data is None:
         raise UsageError("INT8 needs real calibration images: pass --calib-data DIR")
@@ -290,7 +291,7 @@ def _export(model: Any, cfg: Any, args: argparse.Namespace, formats: tuple[str, 
                                  args.calib_samples, args.seed)
     except CalibrationDataError as exc:
         raise UsageError(str(exc)) from None
-    result = export_all(model, replace(cfg, calibration=calib), out, formats)
+    result = export_model(model, replace(cfg, calibration=calib), out, formats)
     if result.failures:
         raise RuntimeError("; ".join(f"{f.format} {f.precision}: {f.error}"
                                      for f in result.failures))

@@ -31,8 +31,6 @@ from kd_core.data.transforms import Preprocessing
 
 EXIT_GATE, EXIT_BAD_INPUT = 1, 2
 DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-RUNTIME_LABELS = {"torch": "PyTorch eager", "onnx": "ONNX Runtime", "tflite": "LiteRT interpreter",
-                  "executorch": "ExecuTorch", "coreml": "Core ML"}  # rows that did not load
 
 
 class BenchInputError(ValueError):
@@ -112,8 +110,8 @@ def collect_models(cfg: BenchConfig) -> list[Model]:
             entry = checkpoint_entry(Path(ckpt))
         except RuntimeLoadError as exc:
             raise BenchInputError(str(exc)) from None
-        entry["name"] = f"float_{role}_{entry['arch']}"
-        models.append(Model(role, entry, Path(ckpt).parent))
+        name = f"float_{role}_{entry.extra['arch']}"
+        models.append(Model(role, {**entry.to_dict(), "name": name}, Path(ckpt).parent))
     for entry in entries:
         if cfg.formats is None or entry.get("format") in cfg.formats:
             models.append(Model("artifact", dict(entry), manifest_path.parent))
@@ -167,6 +165,15 @@ def labels_for(entry: dict[str, Any], split: Any) -> np.ndarray:
 # ---- scoring --------------------------------------------------------------------------------
 
 
+def _label(fmt: str) -> str:
+    from runtimes import get_runtime
+
+    try:
+        return get_runtime(fmt).label
+    except KeyError:
+        return "?"
+
+
 def run_model(model: Model, pixels: np.ndarray, threads: int) -> tuple[str, str, np.ndarray | None]:
     """(status, runtime name, logits) of one model on every image, in-process."""
     from runtimes import RuntimeUnavailable, load_runner
@@ -175,10 +182,9 @@ def run_model(model: Model, pixels: np.ndarray, threads: int) -> tuple[str, str,
         runner = load_runner(model.entry, model.root, threads)
         logits = predict_all(runner, pixels, model.prep, desc=model.name)
     except RuntimeUnavailable as exc:
-        return str(exc), RUNTIME_LABELS.get(model.entry["format"], "?"), None
+        return str(exc), _label(model.entry["format"]), None
     except Exception as exc:
-        return f"error: {type(exc).__name__}: {exc}", RUNTIME_LABELS.get(
-            model.entry["format"], "?"), None
+        return f"error: {type(exc).__name__}: {exc}", _label(model.entry["format"]), None
     k = len(model.entry["labels"])
     if logits.shape != (len(pixels), k) or not np.isfinite(logits).all():
         return f"error: bad outputs {logits.shape} (expected {len(pixels)} x {k}, finite)", \

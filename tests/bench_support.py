@@ -39,7 +39,10 @@ def student_checkpoint(path: Path, prepared: Path, arch: str = "tiny_mobilenet",
     below = p[p < at]  # halfway to the next score down: runtimes' 1e-7 noise keeps decisions
     threshold = float((at + below.max()) / 2) if below.size else at
     ckpt = build_checkpoint(model, arch, BINARY_LABELS, prep, temperature=TEMPERATURE,
-                            threshold=threshold, metrics={"target_sensitivity": 0.95})
+                            threshold=threshold, metrics={"target_sensitivity": 0.95},
+                            calibration={"split": "holdout", "n": len(y),
+                                         "temperature": TEMPERATURE, "threshold": threshold,
+                                         "target_sensitivity": 0.95})
     return save_checkpoint(ckpt, path)
 
 
@@ -58,15 +61,16 @@ def perturbed_checkpoint(src: Path, out: Path, scale: float = 0.5, seed: int = 1
 def export(ckpt: Path, out: Path, formats: tuple[str, ...], families: tuple[str, ...] = ("fp32",),
            calib: Path | None = None) -> Path:
     """Real exports of ``ckpt`` with the exporters; returns the folder holding manifest.json."""
-    from exporters.all import export_all, load_settings
     from exporters.calibration_data import load_calibration
+    from exporters.job import load_settings
+    from exporters.run import export_model
 
-    model, cfg, k = load_settings(ckpt, families)
+    model, cfg = load_settings(ckpt, families)
     if "int8" in families:
         assert calib is not None
         cal = load_calibration(calib, cfg.preprocessing, cfg.labels, 32, 0)
         cfg = replace(cfg, calibration=cal)
-    result = export_all(model, cfg, out, formats, num_classes=k)
+    result = export_model(model, cfg, out, formats)
     assert not result.failures, result.failures
     return out
 

@@ -174,9 +174,10 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             threshold=0.4)
     save_checkpoint(ckpt, d / "tiny.pth")
     out = d / "out"
-    common = [str(d / "tiny.pth"), "--out", str(out)]
+    common = [str(d / "tiny.pth"), "--out", str(out), "--allow-uncalibrated"]
     assert export_main([*common, "--formats", "tflite", "--precisions", "int8",
-                        "--calib-data", str(calib), "--calib-samples", "8"]) == 0
+                        "--calib-data", str(calib), "--calib-samples", "8",
+                        "--allow-few-calib-images"]) == 0
     assert export_main([*common, "--formats", "coreml", "--precisions", "fp32"]) == 0
     return out
 
