@@ -83,7 +83,9 @@ def merge_manifest(arts: Sequence[Artifact], failures: Sequence[Failure], cfg: E
     tools: dict[str, str] = {}
     for e in entries:
         tools.update(e.tool_versions)
-    old_failures = [f for f in (previous.failures if previous and kept else ())
+    same = previous is not None and previous.source_checkpoint.get("sha256") == \
+        cfg.checkpoint_sha256
+    old_failures = [f for f in (previous.failures if previous and same else ())
                     if f.get("format") not in attempted]
     calibration = None
     if cfg.calibration is not None and any(e.precision not in FLOAT_PRECISIONS for e in new):

@@ -150,8 +150,8 @@ def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> Ex
         raise UsageError(f"--jobs and --threads must be >= 1, got {jobs} and {options.threads}")
     check_out_dir(out)
     previous = read_previous(out)
-    calibrate = _check_calibration(options, formats, families)
     model, settings = load_settings(checkpoint, families, options.allow_uncalibrated)
+    calibrate = _check_calibration(options, formats, families)
     if not settings.calibrated:
         log.warning("%s: exporting an uncalibrated checkpoint (--allow-uncalibrated); every "
                     "manifest entry says \"calibrated\": false", checkpoint)

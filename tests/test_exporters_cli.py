@@ -69,11 +69,12 @@ def test_help_imports_no_torch_and_shows_every_default(module: str) -> None:
                           capture_output=True, text=True, check=True)
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
     assert not {m for m in imported if m.split(".")[0] in BACKENDS}
+    help_text = " ".join(proc.stdout.split())
     for text in ("CKPT", "--out", "--precisions", "(default: fp32,int8)", "--calib-data",
                  "(default: 256)", "--allow-uncalibrated", "--allow-few-calib-images",
                  "(default: auto)", "coreml: fp16", "Exit codes: 0 ok"):
-        assert text in proc.stdout, text
-    assert ("--formats" in proc.stdout) == (module == "exporters.all")
+        assert text in help_text, text
+    assert ("--formats" in help_text) == (module == "exporters.all")
 
 
 def test_registry_holds_the_per_format_facts() -> None:
@@ -90,6 +91,15 @@ def test_registry_holds_the_per_format_facts() -> None:
         exporters.register_exporter("onnx", extension=".onnx", tools=())(lambda *a: [])
     with pytest.raises(KeyError, match="known formats: tflite"):
         get_exporter("tensorrt")
+
+
+def test_a_format_module_is_its_own_command(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "exporters.onnx", str(ckpt), "--out", str(out),
+                           "--precisions", "fp32"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["artifacts"]] == ["tiny_mobilenet_onnx_fp32"]
 
 
 # ---- bad input: exit 2, one line, nothing written -------------------------------------------
@@ -124,7 +134,8 @@ def test_inconsistent_decision_is_refused(extra: dict[str, float], field: str, t
 
 def test_uncalibrated_checkpoint_is_refused_unless_allowed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_checkpoint(tmp_path / "best.pth", size=32, calibrated=False)
+    path = write_checkpoint(tmp_path / "best.pth", size=32, calibrated=False,
+                            dataset="synthetic demo data")
     out = tmp_path / "out"
     run_bad([str(path), "--out", str(out), *FP32_ONNX], capsys, "best.pth", "not calibrated",
             "--allow-uncalibrated")
@@ -133,6 +144,8 @@ def test_uncalibrated_checkpoint_is_refused_unless_allowed(
     assert "exporting an uncalibrated checkpoint" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert [e["calibrated"] for e in manifest["artifacts"]] == [False]
+    assert manifest["dataset"] == manifest["artifacts"][0]["dataset"] == "synthetic demo data"
+    assert manifest["artifacts"][0]["target_sensitivity"] == 0.95
 
 
 def test_unknown_and_empty_format_precision_combinations(
@@ -276,11 +289,13 @@ def test_ctrl_c_is_one_line_and_leaves_the_folder_as_it_was(
     import os
     import shutil
     import signal
+    import tempfile
     import time
 
     out = tmp_path / "out"
     shutil.copytree(exported, out)
     before = snapshot(out)
+    logs = set(Path(tempfile.gettempdir()).glob("edgekd-export-*"))
     code = ("import sys; sys.path.insert(0, 'tests'); import exporters_sleepy; "
             "from exporters.all import main; sys.exit(main(sys.argv[1:]))")
     argv = [str(ckpt), "--out", str(out), "--formats", "sleepy_a,sleepy_b", "--precisions",
@@ -297,6 +312,7 @@ def test_ctrl_c_is_one_line_and_leaves_the_folder_as_it_was(
     assert proc.returncode == 130
     assert err.strip() == "interrupted; rerun the same command to resume", err
     assert snapshot(out) == before  # no temporary file, no staging folder, manifest intact
+    assert set(Path(tempfile.gettempdir()).glob("edgekd-export-*")) == logs  # no stray logs
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

@@ -70,7 +70,7 @@ def predict(run: dict[str, Any], art: Artifact) -> np.ndarray:
 
 
 def test_every_artefact_written_atomically(run: dict[str, Any]) -> None:
-    assert run["result"].failures == []
+    assert run["result"].ok, run["result"].failures
     assert {a["name"] for a in run["manifest"]["artifacts"]} == EXPECTED
     names = {p.name for p in run["out"].iterdir()}
     assert not [n for n in names if n.startswith(".")]  # no temporary files or folders left

@@ -163,8 +163,8 @@ def quantize_recipe(fmt: str) -> dict[str, Any]:
         "activations": "float (dynamic)" if recipe.dynamic else (
             "uint8 per-tensor symmetric" if coreml else "int8 per-tensor affine"),
         "weights": "int8 per-channel symmetric",
-        "calibration": "MinMax (activations and weights)" if coreml else
-        "HistogramObserver (activations), MinMax per channel (weights)",
+        "calibration": "moving-average MinMax (activations and per-channel weights)" if coreml
+        else "HistogramObserver (activations), MinMax per channel (weights)",
     }
     out.update({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(recipe).items()
                 if k != "quantizer"})
