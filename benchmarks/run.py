@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared-dir", metavar="P", help="where the splits are prepared "
                    "(default: the user cache, see kd_core.data.sources)")
     p.add_argument("--split", default=d.split, choices=("train", "val", "holdout"))
-    p.add_argument("--threads", type=thread_list, default=d.threads,
+    p.add_argument("--threads", type=thread_list, default=",".join(map(str, d.threads)),
                    help="thread counts to time (1 and the CPU count here)")
     p.add_argument("--runs", type=int, default=d.runs, help="timed runs per thread count")
     p.add_argument("--warmup", type=int, default=d.warmup, help="discarded warm-up runs")
