@@ -38,7 +38,7 @@ Run `python -m benchmarks.android parity --help` for the on-device accuracy-pari
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", required=True, metavar="DIR",
-                   help="export folder holding manifest.json (or bare .tflite/.pte files)")
+                   help="export folder with its manifest (or bare .tflite/.pte files)")
     p.add_argument("--serial", metavar="S", help="device serial from `adb devices` "
                    "(default: $ANDROID_SERIAL, else the only attached device)")
     p.add_argument("--adb", metavar="PATH", help="adb executable (default: adb on PATH)")

@@ -22,6 +22,7 @@ model); Core ML is checked by spec inspection at export. Writes ``export_check.j
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+log = logging.getLogger(__name__)
 SIZE_LIMIT_MB = {"mobilenet_v3_small": 2.0}
 
 
@@ -51,7 +53,7 @@ def finetune(model: nn.Module, x: Any, y: Any, steps: int) -> None:
         loss.backward()
         opt.step()
         if step % 25 == 0:
-            print(f"finetune step {step}/{steps}: loss {float(loss):.3f}", flush=True)
+            log.info("finetune step %d/%d: loss %.3f", step, steps, float(loss))
     model.eval()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from benchmarks.inputs import BenchInputError, csv_list, thread_list
 from kd_core import cli
 
+log = logging.getLogger(__name__)
 MARK = "EDGEKD_INT8_SPEED "
 FORMATS = ("tflite", "executorch", "onnx")
 RUNS, WARMUP = 300, 30  # more runs than the harness: the fp32/INT8 ratio is the figure
@@ -273,7 +275,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     ckpt, trained = study_checkpoint(args.model, args.image_size, out)
     if args.eval_data is not None and not trained:
-        print("note: random weights; parity figures mean little without a trained checkpoint")
+        log.warning("note: random weights; parity figures mean little without a trained "
+                    "checkpoint")
     if not args.reuse:
         export(ckpt, trained, args, args.formats, out)
     manifest = load_manifest(out)
