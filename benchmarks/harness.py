@@ -34,7 +34,7 @@ class BenchConfig:
     teacher_ckpt: str | None = None
     prepared_dir: str | None = None
     split: str = "holdout"
-    threads: tuple[int, ...] = (1, os.cpu_count() or 1)
+    threads: tuple[int, ...] = tuple(dict.fromkeys((1, os.cpu_count() or 1)))
     runs: int = 100
     warmup: int = 10
     latency: bool = True

@@ -202,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "Time one model in this process (one JSON line); the harness's child.")
     p.add_argument("--entry", required=True, help="manifest entry as JSON")
     p.add_argument("--root", type=Path, required=True, help="folder the entry's path is under")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=LatencySettings.runs)
-    p.add_argument("--warmup", type=int, default=LatencySettings.warmup)
+    p.add_argument("--threads", type=int, default=1, help="runtime threads")
+    p.add_argument("--runs", type=int, default=LatencySettings.runs, help="timed runs")
+    p.add_argument("--warmup", type=int, default=LatencySettings.warmup,
+                   help="discarded runs")
     p.add_argument("--input", type=Path, default=None,
                    help=".npy of one normalized 3 x H x W image (default: seeded noise)")
     return p

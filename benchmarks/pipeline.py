@@ -73,16 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--seed", type=int, default=42, help="seed of every stage")
     p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--formats", type=csv_list, default=csv_list(FORMATS),
+    p.add_argument("--formats", type=csv_list, default=FORMATS,
                    help="export formats, comma-separated")
     p.add_argument("--threads", type=thread_list, default=None,
                    help="latency thread counts (default: 1 and the CPU count here)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
-    for name in MINIMUMS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                       help="override the profile's value")
-    for name in ("teacher", "student", "pretrained"):
-        p.add_argument(f"--{name}", default=None, help="override the profile's value")
+    for name in (*MINIMUMS, "teacher", "student", "pretrained"):
+        values = ", ".join(f"{k}: {getattr(v, name)}" for k, v in PROFILES.items())
+        p.add_argument(f"--{name.replace('_', '-')}", type=int if name in MINIMUMS else str,
+                       default=None, help=f"override the profile's value ({values})")
     return p
 
 

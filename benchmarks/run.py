@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HAM10000 folder (splits prepared or reused) or a prepared folder")
     p.add_argument("--prepared-dir", metavar="P", help="where the splits are prepared "
                    "(default: the user cache, see kd_core.data.sources)")
-    p.add_argument("--split", default=d.split, choices=("train", "val", "holdout"))
+    p.add_argument("--split", default=d.split, choices=("train", "val", "holdout"),
+                   help="split scored")
     p.add_argument("--threads", type=thread_list, default=",".join(map(str, d.threads)),
                    help="thread counts to time (1 and the CPU count here)")
     p.add_argument("--runs", type=int, default=d.runs, help="timed runs per thread count")

@@ -202,13 +202,16 @@ def report_lines(sizes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> lis
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("python -m benchmarks.studies.export_check", (__doc__ or "").split("\n\n")[0],
                    "Exit 1: an export failed.")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"))
-    p.add_argument("--arch", default="mobilenet_v3_small")
-    p.add_argument("--num-classes", type=int, default=2)
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=Path("artifacts/export_check"))
-    p.add_argument("--images", type=int, default=200)
-    p.add_argument("--calib-samples", type=int, default=256)
+    p.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"),
+                   help="HAM10000 or prepared split folder")
+    p.add_argument("--arch", default="mobilenet_v3_small", help="architecture")
+    p.add_argument("--num-classes", type=int, default=2, help="2 (melanoma) or 7 (dx)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a trained checkpoint (default: a data-shaped random one)")
+    p.add_argument("--out", type=Path, default=Path("artifacts/export_check"),
+                   help="output folder")
+    p.add_argument("--images", type=int, default=200, help="holdout images for parity")
+    p.add_argument("--calib-samples", type=int, default=256, help="INT8 calibration images")
     p.add_argument("--train-steps", type=int, default=0,
                    help="without --checkpoint: fine-tune the random model this many steps")
     return p

@@ -61,15 +61,16 @@ def measure(kind: str, args: argparse.Namespace) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("python -m benchmarks.studies.train_speed", __doc__)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
-    p.add_argument("--teacher", default="resnet34")
-    p.add_argument("--student", default="mobilenet_v3_small")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision")
+    p.add_argument("--teacher", default="resnet34", help="teacher architecture")
+    p.add_argument("--student", default="mobilenet_v3_small", help="student architecture")
+    p.add_argument("--image-size", type=int, default=224, help="pixels")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
     p.add_argument("--steps", type=int, default=20, help="batches per timed pass")
     p.add_argument("--repeats", type=int, default=3, help="timed passes; the median is printed")
-    p.add_argument("--kinds", default="teacher,student,kd")
+    p.add_argument("--kinds", default="teacher,student,kd", help="steps to time")
     return p
 
 
