@@ -15,24 +15,22 @@ class BenchInputError(BadInput):
     """Bad input to a benchmark (a flag, file or folder); the message names it."""
 
 
-def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+def check_output_dir(path: str | Path, flag: str = "--out") -> None:
     """Fail unless ``path`` is (or can be created as) a writable folder; creates nothing.
 
     The message names the flag and the path: an unwritable output is found before any work,
-    not after it, when every result would be lost."""
+    not after it, when every result would be lost. (The same rule and messages as
+    ``kd_core.io.check_output_dir`` on the kd_core branch, which replaces this at merge.)"""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise BenchInputError(f"{flag} {path}: exists and is not a folder")
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise BenchInputError(f"{flag} {path}: cannot be created ({probe} is not a folder)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchInputError(f"{flag} {path}: not writable ({probe} is read-only)")
-    return path
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BenchInputError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BenchInputError(f"{flag} {path}: {parent} is not writable")
 
 
 def thread_list(value: str) -> tuple[int, ...]:

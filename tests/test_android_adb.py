@@ -255,8 +255,8 @@ def test_an_unwritable_out_is_refused_before_adb(tmp_path: Path, fake: FakeAdb,
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert main(bench_args(tmp_path, "--out", str(blocker / "r"))) == 2
-    assert capsys.readouterr().err == (f"error: --out {blocker / 'r'}: cannot be created "
-                                       f"({blocker} is not a folder)\n")
+    assert capsys.readouterr().err == (f"error: --out {blocker / 'r'}: {blocker} is a file, "
+                                       "not a folder\n")
     assert fake.calls() == [] and blocker.read_text() == "not a folder"
 
 

