@@ -106,12 +106,13 @@ def _check_device(device: str) -> None:
 def validate(args: argparse.Namespace, p: Profile) -> None:
     """Every argument, before any stage runs: a typo fails in a second, not after training."""
     from benchmarks.inputs import check_counts, check_known, check_output_dir, check_threads
-    from exporters import list_exporters
+    from benchmarks.pipeline_stages import PRECISIONS
+    from exporters.run import check_formats
     from kd_core.data.ham10000 import is_ham10000_dir, is_prepared_dir
     from kd_core.models import list_models
 
     check_counts(**{k: (getattr(p, k), low) for k, low in MINIMUMS.items()})
-    check_known("--formats", args.formats, list_exporters())
+    check_formats(args.formats, PRECISIONS)
     check_known("--teacher", (p.teacher,), list_models())
     check_known("--student", (p.student,), list_models())
     if args.threads is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from kd_core.config import (
 
 log = logging.getLogger(__name__)
 Records = list[dict[str, Any]]
+PRECISIONS = ("fp32", "int8")  # exported precision families
 
 
 def _holdout_line(metrics_path: Path) -> str:
@@ -103,22 +103,16 @@ def stage_train(role: str, cfg: Config, run_dir: Path, upstream: Path | None, fo
     return Path(record["result"]["checkpoint"])
 
 
-def export_jobs() -> int:
-    """Export worker processes: the cores this process may use, at most 2."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(2, usable or 1))
-
-
 def stage_export(student: Path, prepared: Path, p: Any, args: argparse.Namespace,
                  run_dir: Path, records: Records) -> Path:
     from benchmarks.integrity import export_problems
-    from exporters.run import ExportOptions, export_checkpoint
+    from exporters.run import ExportOptions, auto_jobs, export_checkpoint
     from kd_core.deploy import load_manifest
 
     out = run_dir / "export"
-    options = ExportOptions(formats=tuple(args.formats), precisions=("fp32", "int8"),
+    options = ExportOptions(formats=tuple(args.formats), precisions=PRECISIONS,
                             calib_data=prepared, calib_samples=p.calib_samples, seed=args.seed,
-                            jobs=export_jobs(), threads=1)
+                            jobs=auto_jobs(), threads=1)
     inputs = {"student": file_key(student), "calib": file_key(prepared / "split_metadata.json"),
               "calib_samples": p.calib_samples, "seed": args.seed, "formats": list(args.formats)}
 

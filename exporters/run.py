@@ -8,6 +8,7 @@ of a CLI; the exporters engineer's real module replaces this file at merge.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ class ExportOptions:
     threads: int = 1
     verbose: bool = False
     allow_uncalibrated: bool = False
+    allow_few_calib_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,19 +49,32 @@ class ExportResult:
         return not self.failures
 
 
-def _check(checkpoint: Path, out: Path, options: ExportOptions) -> None:
+def auto_jobs() -> int:
+    """The cores this process may use, at most 2: more workers add memory, little speed."""
+    usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)
+    return max(1, min(2, usable))
+
+
+def check_formats(formats: tuple[str, ...], families: tuple[str, ...]) -> None:
+    """Known formats and precision families (``ExportInputError`` naming the flag)."""
     from exporters import list_exporters
     from exporters.all import FAMILIES
 
     known = list_exporters()
-    bad = [f for f in options.formats if f not in known]
-    if bad or not options.formats:
-        raise ExportInputError(f"unknown format(s) {', '.join(bad) or '(none given)'}; "
-                               f"known formats: {', '.join(known)}")
-    bad = [p for p in options.precisions if p not in FAMILIES]
-    if bad or not options.precisions:
-        raise ExportInputError(f"unknown precision(s) {', '.join(bad) or '(none given)'}; "
-                               f"use {', '.join(FAMILIES)}")
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        what = ", ".join(unknown) or "(none given)"
+        raise ExportInputError(f"--formats: unknown format(s) {what}; known formats: "
+                               f"{', '.join(known)}")
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        raise ExportInputError(f"--precisions: unknown precision(s) "
+                               f"{', '.join(bad) or '(none given)'}; use {', '.join(FAMILIES)}")
+
+
+def _check(checkpoint: Path, out: Path, options: ExportOptions) -> None:
+    check_formats(options.formats, options.precisions)
     if options.threads < 1 or options.jobs < 1 or options.calib_samples < 1:
         raise ExportInputError("threads, jobs and calib_samples must be >= 1")
     if not checkpoint.is_file():

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 STAGES = ("data", "teacher", "student", "export", "benchmark")
 TINY = ["--image-size", "32", "--teacher", "tiny_resnet", "--student", "tiny_mobilenet",
         "--teacher-epochs", "1", "--student-epochs", "1", "--batch-size", "32",
-        "--synth-images", "300", "--formats", "onnx", "--calib-samples", "16", "--threads", "1",
+        "--synth-images", "300", "--formats", "onnx", "--calib-samples", "32", "--threads", "1",
         "--bench-runs", "3", "--device", "cpu"]
 
 
@@ -33,7 +33,7 @@ def ran(out: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--formats", "onnx,tensorrt", "--formats: unknown tensorrt; choose from tflite,"),
+    ("--formats", "onnx,tensorrt", "--formats: unknown format(s) tensorrt; known formats: tflite,"),
     ("--teacher", "resnet1000", "--teacher: unknown resnet1000; choose from "),
     ("--student", "nope", "--student: unknown nope; choose from "),
     ("--threads", "0", "--threads must list thread counts >= 1, got 0"),
