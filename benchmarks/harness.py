@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.inputs import BenchInputError, check_counts, check_output_dir, check_threads
+from benchmarks.inputs import BenchInputError, check_counts, check_threads
 from benchmarks.parity import GateReport, Tolerances, gate_report
 from kd_core.deploy import ManifestEntry
+from kd_core.io import check_output_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,36 +1,16 @@
-"""Checks of the benchmarks' command-line input, made before any work: the error class, output
-folders, and the argument types the CLIs share (thread lists, counts). Standard library only, so
-every ``--help`` stays fast."""
+"""Checks of the benchmarks' command-line input, made before any work: the error class and the
+argument types and rules the CLIs share (thread lists, counts, names). Output folders are checked
+with ``kd_core.io.check_output_dir``. Standard library only, so every ``--help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from kd_core.cli import BadInput
 
 
 class BenchInputError(BadInput):
     """Bad input to a benchmark (a flag, file or folder); the message names it."""
-
-
-def check_output_dir(path: str | Path, flag: str = "--out") -> None:
-    """Fail unless ``path`` is (or can be created as) a writable folder; creates nothing.
-
-    The message names the flag and the path: an unwritable output is found before any work,
-    not after it, when every result would be lost. (The same rule and messages as
-    ``kd_core.io.check_output_dir`` on the kd_core branch, which replaces this at merge.)"""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise BenchInputError(f"{flag} {path}: exists and is not a folder")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise BenchInputError(f"{flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BenchInputError(f"{flag} {path}: {parent} is not writable")
 
 
 def thread_list(value: str) -> tuple[int, ...]:

@@ -56,8 +56,8 @@ PROFILES = {
 }
 STAGES = ("data", "teacher", "student", "export", "benchmark", "report")
 FORMATS = "tflite,executorch,coreml,onnx"
-MINIMUMS = {"image_size": 16, "teacher_epochs": 1, "student_epochs": 1, "batch_size": 1,
-            "patience": 1, "synth_images": 50, "synth_size": 16, "calib_samples": 1,
+MINIMUMS = {"image_size": 1, "teacher_epochs": 1, "student_epochs": 1, "batch_size": 1,
+            "patience": 0, "synth_images": 50, "synth_size": 16, "calib_samples": 1,
             "bench_runs": 1, "bench_limit": 2}
 
 
@@ -91,25 +91,16 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
     return replace(base, **overrides)
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device("cpu" if device == "auto" else device)
-    except RuntimeError:
-        raise cli.BadInput(f"--device {device}: not a device (auto, cpu, cuda, cuda:N)"
-                           ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise cli.BadInput(f"--device {device}: no CUDA GPU is available here (use cpu or auto)")
-
-
 def validate(args: argparse.Namespace, p: Profile) -> None:
     """Every argument, before any stage runs: a typo fails in a second, not after training."""
-    from benchmarks.inputs import check_counts, check_known, check_output_dir, check_threads
-    from benchmarks.pipeline_stages import PRECISIONS
+    from benchmarks.inputs import check_counts, check_known, check_threads
+    from benchmarks.pipeline_stages import PRECISIONS, train_config
     from exporters.run import check_formats
+    from kd_core.config import check_training
     from kd_core.data.ham10000 import is_ham10000_dir, is_prepared_dir
+    from kd_core.io import check_output_dir
     from kd_core.models import list_models
+    from kd_core.runtime import check_device
 
     check_counts(**{k: (getattr(p, k), low) for k, low in MINIMUMS.items()})
     check_formats(args.formats, PRECISIONS)
@@ -123,7 +114,9 @@ def validate(args: argparse.Namespace, p: Profile) -> None:
                                           or is_prepared_dir(args.data_dir)):
         raise cli.BadInput(f"--data-dir {args.data_dir}: neither a HAM10000 folder "
                            "(HAM10000_metadata.csv) nor a prepared split folder")
-    _check_device(args.device)
+    for role in ("teacher", "student"):  # the trainer's own rules, on the configs it will get
+        check_training(train_config(role, p, args, args.out, args.out), role)
+    check_device(args.device)
     check_output_dir(args.out, "--out")
 
 
@@ -164,19 +157,10 @@ def _main(args: argparse.Namespace) -> int:
     return cli.EXIT_OK if passed else cli.EXIT_FAILED
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The lower layers' errors that mean bad input (exit 2) where they are not yet
-    ``BadInput`` subclasses."""
-    from kd_core.checkpoint import CheckpointError
-    from kd_core.data.ham10000 import DataError
-
-    return DataError, CheckpointError
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    return cli.run(lambda: _main(args), bad_input=user_errors())
+    return cli.run(lambda: _main(args))
 
 
 if __name__ == "__main__":

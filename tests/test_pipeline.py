@@ -39,6 +39,7 @@ def ran(out: str) -> set[str]:
     ("--threads", "0", "--threads must list thread counts >= 1, got 0"),
     ("--bench-runs", "0", "--bench-runs must be >= 1, got 0"),
     ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--image-size", "4", "--image-size must be an integer from 8 to"),  # the trainer's own rule
     ("--pretrained", "weights.pt", "--pretrained weights.pt: neither none, imagenet nor a file"),
     ("--data-dir", "/nonexistent/ham", "--data-dir /nonexistent/ham: neither a HAM10000 folder"),
 ])
@@ -59,8 +60,8 @@ def test_a_missing_gpu_fails_before_any_stage(tmp_path: Path,
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert main(with_flag([*TINY, "--out", str(tmp_path / "run")], "--device", "cuda")) == 2
-    assert capsys.readouterr().err == ("error: --device cuda: no CUDA GPU is available here "
-                                       "(use cpu or auto)\n")
+    assert capsys.readouterr().err == ("error: --device cuda: no CUDA GPU is available here; "
+                                       "use --device cpu (or auto)\n")
     assert not (tmp_path / "run").exists()
 
 

@@ -25,9 +25,9 @@ from benchmarks.android.run import (
     load_artifacts,
     run_android_benchmarks,
 )
-from benchmarks.inputs import check_output_dir, thread_list
+from benchmarks.inputs import thread_list
 from kd_core import cli
-from kd_core.io import atomic_path, dumps_json, write_json
+from kd_core.io import atomic_path, check_output_dir, dumps_json, write_json
 
 DESCRIPTION = """\
 Time exported models on an Android phone over adb with the official tools (LiteRT benchmark_model

@@ -137,7 +137,8 @@ def run_one(adb: Adb, cfg: AndroidBenchConfig, tool: str, model: str, threads: i
 def host_checks(cfg: AndroidBenchConfig) -> tuple[list[tuple[dict[str, Any], str]], dict[str, str]]:
     """Everything checked before adb is touched: options, output folder, artefacts, binaries
     (ELF, exec bit)."""
-    from benchmarks.inputs import check_counts, check_output_dir, check_threads
+    from benchmarks.inputs import check_counts, check_threads
+    from kd_core.io import check_output_dir
 
     if not cfg.tflite_benchmark and not cfg.executorch_runner:
         raise BenchError("give --tflite-benchmark PATH (and/or --executorch-runner PATH)")

@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    from benchmarks.inputs import check_counts, check_known, check_output_dir
+    from benchmarks.inputs import check_counts, check_known
+    from kd_core.io import check_output_dir
     from kd_core.models import list_models
 
     check_counts(images=(args.images, 1), calib_samples=(args.calib_samples, 1),

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    from benchmarks.inputs import check_counts, check_known, check_output_dir, check_threads
+    from benchmarks.inputs import check_counts, check_known, check_threads
+    from kd_core.io import check_output_dir
 
     if not args.model:
         raise BenchInputError("give a checkpoint or an architecture")
