@@ -99,6 +99,11 @@ def check_config(cfg: BenchConfig) -> None:
     if cfg.split not in ("train", "val", "holdout"):
         raise BenchInputError(f"--split must be train, val or holdout, got {cfg.split!r}")
     check_output_dir(cfg.out, "--out")
+    existing = Path(cfg.out) / "results.json"
+    if existing.is_file():  # its phone rows are kept: it must be readable, found before work
+        from benchmarks.android.results import load_results
+
+        load_results(existing)
 
 
 def checkpoint_model(role: str, path: str) -> Model:

@@ -260,6 +260,18 @@ def test_an_unwritable_out_is_refused_before_adb(tmp_path: Path, fake: FakeAdb,
     assert fake.calls() == [] and blocker.read_text() == "not a folder"
 
 
+def test_unreadable_results_are_refused_before_adb(tmp_path: Path, fake: FakeAdb,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    make_artifacts(tmp_path)
+    fake.rules(phone_rules())
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "results.json").write_text("{not json")
+    assert main(bench_args(tmp_path, "--out", str(out))) == 2
+    assert "results.json: cannot read results" in capsys.readouterr().err
+    assert fake.calls() == [] and (out / "results.json").read_text() == "{not json"
+
+
 def test_a_modified_artifact_is_refused_before_adb(tmp_path: Path, fake: FakeAdb,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     export = make_artifacts(tmp_path)

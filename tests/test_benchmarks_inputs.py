@@ -14,6 +14,7 @@ import pytest
 from benchmarks.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
+EARLIER = '{"meta": {}, "rows": []}\n'
 CLIS = ("benchmarks.run", "benchmarks.pipeline", "benchmarks.report", "benchmarks.android",
         "benchmarks.latency", "benchmarks.studies.int8_speed", "benchmarks.studies.export_check",
         "benchmarks.studies.train_speed")
@@ -28,7 +29,7 @@ def place(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "student.pth").write_bytes(b"not reached")
     out = tmp_path / "R"
     out.mkdir()
-    (out / "results.json").write_text("earlier results\n")
+    (out / "results.json").write_text(EARLIER)
     return {"arts": tmp_path / "arts", "data": tmp_path / "data",
             "student": tmp_path / "student.pth", "out": out, "tmp": tmp_path}
 
@@ -41,7 +42,7 @@ def bench(place: dict[str, Path], *extra: str, out: Path | None = None) -> list[
 def untouched(place: dict[str, Path]) -> bool:
     files = sorted(p.relative_to(place["tmp"]).as_posix() for p in place["tmp"].rglob("*"))
     return files == ["R", "R/results.json", "arts", "data", "student.pth"] and \
-        (place["out"] / "results.json").read_text() == "earlier results\n"
+        (place["out"] / "results.json").read_text() == EARLIER
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -71,6 +72,17 @@ def test_an_unwritable_out_is_found_before_any_work(place: dict[str, Path],
     assert main(bench(place, out=blocker)) == 2
     assert f"--out {blocker}: exists and is not a folder" in capsys.readouterr().err
     assert untouched(place)
+
+
+def test_unreadable_earlier_results_are_found_before_any_work(
+        place: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Phone rows of an existing results.json are kept, so it must be readable: checked first."""
+    (place["out"] / "results.json").write_text('{"meta": {}, "rows": [{"p50_ms": NaN}]}')
+    assert main(bench(place)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {place['out'] / 'results.json'}: cannot read results (NaN")
+    assert err.count("\n") == 1
+    assert "NaN" in (place["out"] / "results.json").read_text()
 
 
 def test_missing_inputs_name_the_file(place: dict[str, Path],

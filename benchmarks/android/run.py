@@ -27,7 +27,7 @@ from benchmarks.android.adb import (
     select_device,
 )
 from benchmarks.android.parsers import PARSERS, DeviceBenchmark, ParseError
-from benchmarks.android.results import combine_rows, error_row, to_result_row
+from benchmarks.android.results import combine_rows, error_row, load_results, to_result_row
 from benchmarks.inputs import BenchInputError
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ def host_checks(cfg: AndroidBenchConfig) -> tuple[list[tuple[dict[str, Any], str
         raise BenchError(f"--timeout must be > 0 seconds, got {cfg.timeout_s}")
     if cfg.out:
         check_output_dir(cfg.out, "--out")
+        if (Path(cfg.out) / "results.json").is_file():  # merged into: readable, before work
+            load_results(Path(cfg.out) / "results.json")
     jobs = plan_jobs(cfg, load_artifacts(cfg.artifacts))
     abis = {tool: check_binary(path) for tool in TOOLS.values() if (path := cfg.binary(tool))}
     return jobs, abis
