@@ -99,6 +99,8 @@ def check_config(cfg: BenchConfig) -> None:
     if cfg.split not in ("train", "val", "holdout"):
         raise BenchInputError(f"--split must be train, val or holdout, got {cfg.split!r}")
     check_output_dir(cfg.out, "--out")
+    if cfg.prepared_dir is not None:
+        check_output_dir(cfg.prepared_dir, "--prepared-dir")
     existing = Path(cfg.out) / "results.json"
     if existing.is_file():  # its phone rows are kept: it must be readable, found before work
         from benchmarks.android.results import load_results

@@ -71,6 +71,8 @@ def test_an_unwritable_out_is_found_before_any_work(place: dict[str, Path],
     assert err == f"error: --out {blocker / 'R'}: {blocker} is a file, not a folder\n"
     assert main(bench(place, out=blocker)) == 2
     assert f"--out {blocker}: exists and is not a folder" in capsys.readouterr().err
+    assert main(bench(place, "--prepared-dir", str(blocker / "P"))) == 2
+    assert f"--prepared-dir {blocker / 'P'}: {blocker} is a file" in capsys.readouterr().err
     assert untouched(place)
 
 
