@@ -100,7 +100,10 @@ def check_config(cfg: BenchConfig) -> None:
         raise BenchInputError(f"--split must be train, val or holdout, got {cfg.split!r}")
     check_output_dir(cfg.out, "--out")
     if cfg.prepared_dir is not None:
-        check_output_dir(cfg.prepared_dir, "--prepared-dir")
+        from kd_core.data.ham10000 import is_prepared_dir
+
+        if not is_prepared_dir(Path(cfg.prepared_dir)):  # the splits will be written there
+            check_output_dir(cfg.prepared_dir, "--prepared-dir")
     existing = Path(cfg.out) / "results.json"
     if existing.is_file():  # its phone rows are kept: it must be readable, found before work
         from benchmarks.android.results import load_results
