@@ -262,6 +262,8 @@ def write_report(run_dir: Path, log: list[dict[str, Any]], bench_dir: Path) -> P
     if results_md.is_file():  # the harness's report, one heading level down
         body = results_md.read_text().strip().removeprefix("# Benchmark results").strip()
         lines += ["", "## Benchmark (holdout)", "", body.replace("## ", "### ")]
+    if (run_dir / "MODEL_CARD.md").is_file():  # clinical (#17): written by the harness
+        lines += ["", "Model card: [MODEL_CARD.md](MODEL_CARD.md)"]
     lines += ["", "## Plots", ""]
     for png in sorted(run_dir.glob("*/plots/*.png")):
         rel = png.relative_to(run_dir).as_posix()

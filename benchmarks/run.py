@@ -83,6 +83,7 @@ class Results:
     y_pos: np.ndarray  # 0/1 melanoma per image
     y_dx: np.ndarray  # dx class index per image (for 7-class models)
     logits: dict[str, np.ndarray]  # row name -> (N, K)
+    image_ids: tuple[str, ...] = ()  # clinical (#17): split order, for the metadata join
 
     def to_json(self) -> dict[str, Any]:
         return {"meta": self.meta, "rows": self.rows, "gate": self.gate}
@@ -246,7 +247,8 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
     if "student" in refs and refs["student"].name in logits:  # else the gate cannot run
         report = {**gate_report(data, cfg.tolerances), "enforced": cfg.gate}
     return Results(meta, rows, report, np.asarray(split.targets),
-                   np.asarray(split.labels_for("dx")), logits)
+                   np.asarray(split.labels_for("dx")), logits,
+                   tuple(split.image_ids))  # clinical (#17)
 
 
 def time_all(models: list[Model], rows: list[dict[str, Any]],
@@ -320,6 +322,7 @@ def save_results(results: Results, cfg: BenchConfig) -> Path:
                 data["meta"][key] = old["meta"][key]
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     arrays = {"y_pos": results.y_pos, "y_dx": results.y_dx,
+              "image_ids": np.asarray(results.image_ids, dtype=str),  # clinical (#17)
               **{f"logits__{k}": v for k, v in results.logits.items()}}
     with atomic_path(out / "predictions.npz") as tmp, tmp.open("wb") as fh:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
