@@ -272,9 +272,9 @@ def quantization_section(inp: CardInputs) -> list[str]:
 def loso_section(inp: CardInputs) -> list[str]:
     if not inp.loso:
         return []
-    from benchmarks.loso import loso_table
+    from benchmarks.loso import LOSO_NOTE, loso_table
 
-    return ["## Leave-one-site-out", "", loso_table(inp.loso)]
+    return ["## Leave-one-site-out", "", LOSO_NOTE, "", loso_table(inp.loso)]
 
 
 def underpowered_lines(c: Mapping[str, Any]) -> list[str]:

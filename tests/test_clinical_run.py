@@ -162,8 +162,9 @@ def test_notebooks_execute_against_the_run(run: Path) -> None:
             nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
             assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
                 f"{name} is stored with outputs"
+            where = {"metadata": {"path": str(REPO / "notebooks")}}
             nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                                    resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+                                    resources=where).execute()
             text = json.dumps([c.get("outputs") for c in nb.cells if c.cell_type == "code"])
             assert "Traceback" not in text, name
     finally:
