@@ -238,10 +238,14 @@ def _gate(results: Mapping[str, Any], name: str) -> str:
 
 
 def _repair(repair: Mapping[str, Any] | None) -> str:
+    """The manifest entry's repair record in a few words: its rung and float sites kept."""
     if not repair:
         return "none recorded"
-    summary = repair.get("summary") or repair.get("rung") or repair.get("method")
-    return str(summary) if summary else json.dumps(repair, sort_keys=True)[:120]
+    parts = [str(repair[k]) for k in ("rung", "summary", "method") if repair.get(k)]
+    sites = repair.get("float_sites")
+    if isinstance(sites, list):
+        parts.append(f"{len(sites)} float site(s)")
+    return "; ".join(parts) if parts else json.dumps(repair, sort_keys=True)[:120]
 
 
 def quantization_section(inp: CardInputs) -> list[str]:
