@@ -126,9 +126,15 @@ def _holdout_line(metrics_path: Path) -> str:
             f"{h['ece']:.3f}, sens {h['sensitivity']:.2f} / spec {h['specificity']:.2f}")
 
 
+def metadata_file(data_dir: Path) -> str:  # clinical (#17): the Dataverse release has sites
+    dataverse = "HAM10000_metadata_dataverse.csv"
+    return dataverse if (data_dir / dataverse).is_file() else "HAM10000_metadata.csv"
+
+
 def train_config(role: str, p: Profile, args: argparse.Namespace, data_dir: Path,
                  prepared: Path) -> Config:
     data = DataConfig(data_dir=str(data_dir), prepared_dir=str(prepared),
+                      metadata=metadata_file(data_dir),  # clinical (#17)
                       image_size=p.image_size, seed=args.seed)
     training = TrainingConfig(epochs=p.teacher_epochs if role == "teacher" else p.student_epochs,
                               batch_size=p.batch_size, patience=p.patience, device=args.device,
@@ -148,12 +154,14 @@ def stage_data(args: argparse.Namespace, p: Profile, run_dir: Path, log: list[di
     data_dir = Path(args.data_dir).resolve() if args.data_dir else run_dir / "data" / "synthetic"
     prepared = run_dir / "data" / "prepared"
     inputs = {"data_dir": str(data_dir), "synthetic": args.data_dir is None, "seed": args.seed,
-              "synth_images": p.synth_images, "synth_size": p.synth_size}
+              "synth_images": p.synth_images, "synth_size": p.synth_size,
+              "metadata": metadata_file(data_dir)}  # clinical (#17)
 
     def body() -> tuple[list[Path], str]:
         if args.data_dir is None:
             generate(data_dir, n_images=p.synth_images, size=p.synth_size, seed=args.seed)
-        prepare(data_dir, prepared, seed=args.seed, force=args.force)
+        prepare(data_dir, prepared, seed=args.seed, force=args.force,
+                metadata=metadata_file(data_dir))  # clinical (#17)
         c = json.loads((prepared / "split_metadata.json").read_text())["counts"]
         return [prepared / "split_metadata.json"], (
             f"{'synthetic' if args.data_dir is None else data_dir.name}: "
