@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,12 @@ class ScoredModel:
     row: dict[str, Any]
     repair: dict[str, Any] | None = None
 
-    @property
+    @cached_property
     def p(self) -> np.ndarray:
         """P(melanoma) per image, at the model's temperature."""
         return self.decision.positive_probability(self.logits)
 
-    @property
+    @cached_property
     def calls(self) -> np.ndarray:
         """The shipped decision per image (True: refer as possible melanoma)."""
         return np.asarray(self.decision.decide(self.logits), dtype=bool)

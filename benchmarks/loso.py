@@ -262,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       f"else {KAGGLE_METADATA})")
     p.add_argument("--site-column", default="dataset", help="the metadata's site column")
     p.add_argument("--sites", help="comma-separated sites to hold out (default: all)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=42, help="split and training seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     for name in ("arch", "image_size", "epochs", "batch_size", "max_steps_per_epoch"):
         p.add_argument(f"--{name.replace('_', '-')}", type=str if name == "arch" else int,
                        help="override the profile's value")
