@@ -16,7 +16,6 @@ results stay strict JSON. Imports numpy and the standard library only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -171,7 +170,7 @@ def paired_auc_delta(y: Any, score_a: Any, score_b: Any, alpha: float = 0.05
     return PairedDelta(delta, se, delta - z * se, delta + z * se, p)
 
 
-def within_group_auc(y: Any, score: Any, groups: Sequence[Any]) -> float | None:
+def within_group_auc(y: Any, score: Any, groups: Any) -> float | None:
     """ROC-AUC counting only (positive, negative) pairs from the same group (e.g. the same
     acquisition site): what is left once the groups' base rates cannot help. None when no group
     has both classes."""
