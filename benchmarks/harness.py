@@ -70,6 +70,7 @@ class Results:
     y_dx: np.ndarray  # dx class index per image (for 7-class models)
     logits: dict[str, np.ndarray]  # row name -> (N, K)
     digests: dict[str, str | None] = field(default_factory=dict)  # artefact name -> sha256
+    image_ids: tuple[str, ...] = ()  # split order: joins predictions to the split's metadata
 
     @property
     def passed(self) -> bool:
@@ -265,7 +266,8 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
         report = gate_report({"rows": rows}, cfg.tolerances, cfg.gate)
     return Results(meta, rows, report, np.asarray(split.targets),
                    np.asarray(split.labels_for("dx")), logits,
-                   {m.name: m.digest for m in models if m.role == "artifact"})
+                   {m.name: m.digest for m in models if m.role == "artifact"},
+                   tuple(split.image_ids))
 
 
 def time_all(models: list[Model], rows: list[dict[str, Any]], pixels: dict[Any, np.ndarray],

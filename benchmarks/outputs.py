@@ -64,6 +64,7 @@ def save_results(results: Results, cfg: BenchConfig) -> Path:
         if "android_devices" in old["meta"]:
             data["meta"]["android_devices"] = old["meta"]["android_devices"]
     arrays = {"y_pos": results.y_pos, "y_dx": results.y_dx,
+              "image_ids": np.asarray(results.image_ids, dtype=str),
               **{f"logits__{k}": v for k, v in results.logits.items()}}
     with atomic_path(out / "predictions.npz") as tmp, tmp.open("wb") as fh:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]

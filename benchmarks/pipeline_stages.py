@@ -202,6 +202,11 @@ def write_run_report(run_dir: Path, records: Records, bench_dir: Path) -> Path:
     if results_md.is_file():  # the harness's report, one heading level down
         body = results_md.read_text().strip().removeprefix("# Benchmark results").strip()
         lines += ["", "## Benchmark (holdout)", "", body.replace("## ", "### ")]
+    if (bench_dir / "subgroups.md").is_file():
+        lines += ["", "Subgroups, decision curves and intervals: "
+                  f"[{bench_dir.name}/subgroups.md]({bench_dir.name}/subgroups.md)"]
+    if (run_dir / "MODEL_CARD.md").is_file():
+        lines += ["", "Model card: [MODEL_CARD.md](MODEL_CARD.md)"]
     lines += ["", "## Plots", ""]
     for png in sorted(run_dir.glob("*/plots/*.png")):
         rel = png.relative_to(run_dir).as_posix()

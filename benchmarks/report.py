@@ -332,6 +332,9 @@ def write_report(out_dir: Path) -> list[Path]:
     written = [out_dir / "results.md", out_dir / "results.csv"]
     if (out_dir / "predictions.npz").is_file():
         written += write_plots(results, out_dir / "predictions.npz", out_dir / "plots")
+        from benchmarks.clinical import write_clinical  # clinical (#17)
+
+        written += write_clinical(out_dir, required=False)  # clinical (#17): subgroups, card
     return written
 
 
