@@ -10,11 +10,11 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (EdgeKD needs Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[export,dev]'
 	touch $(STAMP)
 
 # kotlinc (npm's kotlin-compiler) for the Android demo's pure-Kotlin tests; skipped if no npm/JDK.

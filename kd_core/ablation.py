@@ -4,8 +4,8 @@
         [--alphas 0.5,0.9] [--epochs 10] [--image-size 96] [--out runs/ablation]
 
 Each run is a normal ``kd_core.train student`` run in ``OUT/<name>/`` (resumable, skipped when
-finished); the table goes to ``OUT/ablation.csv`` and ``OUT/ablation.md`` and the plot to
-``OUT/ablation.png``.
+finished) and takes every ``kd_core.train student`` option; the table goes to
+``OUT/ablation.csv`` and ``OUT/ablation.md`` and the plot to ``OUT/ablation.png``.
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ import argparse
 import csv
 import io
 import json
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kd_core.config import KDConfig
+from kd_core import cli
+from kd_core.config import Config, ConfigError, KDConfig
 from kd_core.io import atomic_path, atomic_write_text
-from kd_core.train import run
-from kd_core.train_args import build_parser, config_from_args
+from kd_core.train_args import add_training_arguments, config_from_args
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "run",
@@ -94,44 +97,78 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m kd_core.ablation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{flag} lists no values")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("python -m kd_core.ablation", __doc__)
     p.add_argument("--temperatures", default="1,2", help="comma-separated KD temperatures")
     p.add_argument("--alphas", default="0.5,0.9", help="comma-separated KD weights")
-    p.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    own, rest = p.parse_known_args(argv)
-    base = build_parser().parse_args(["student", *rest, "--out", str(own.out)])
-    if base.teacher_ckpt is None:
-        p.error("--teacher-ckpt is required")
-    cfg = config_from_args(base)
+    p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder")
+    add_training_arguments(p, "student", kd=False)
+    return p
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, Config, Path | None]]:
+    """Every run of the grid, checked before the first one starts."""
+    from kd_core.config import check_training
+
+    if args.teacher_ckpt is None:
+        raise ConfigError("--teacher-ckpt is required")
+    cfg = config_from_args(args, role="student")
+    planned = []
+    for name, t, a in grid(_floats(args.temperatures, "--temperatures"),
+                           _floats(args.alphas, "--alphas")):
+        run_cfg = replace(cfg, kd=KDConfig(temperature=t, alpha=a))
+        check_training(run_cfg, "student")
+        planned.append((name, run_cfg, args.teacher_ckpt if a > 0 else None))
+    return planned
+
+
+def ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every run of the grid (each resumable, skipped once finished); write the table
+    and the plot; return the rows."""
+    from kd_core.train import run
+    from kd_core.trainer import plan_run
+
+    planned = runs(args)
+    for name, cfg, teacher in planned:  # every run checked (teacher, --out) before any work
+        plan_run("student", cfg, args.out / name, teacher, force=False)
     rows = []
-    for name, t, a in grid(
-        [float(v) for v in own.temperatures.split(",")], [float(v) for v in own.alphas.split(",")]
-    ):
-        run_dir = own.out / name
-        print(f"== {name}")
-        run(
-            "student",
-            replace(cfg, kd=KDConfig(temperature=t, alpha=a)),
-            run_dir,
-            base.teacher_ckpt if a > 0 else None,
-        )
+    for name, cfg, teacher in planned:
+        log.info("== %s", name)
+        run_dir = args.out / name
+        run("student", cfg, run_dir, teacher)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        rows.append(summarize(name, t, a, metrics))
+        rows.append(summarize(name, cfg.kd.temperature, cfg.kd.alpha, metrics))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(own.out / "ablation.csv", buf.getvalue())
-    atomic_write_text(own.out / "ablation.md", to_markdown(rows))
-    plot(rows, own.out / "ablation.png")
+    atomic_write_text(args.out / "ablation.csv", buf.getvalue())
+    atomic_write_text(args.out / "ablation.md", to_markdown(rows))
+    plot(rows, args.out / "ablation.png")
+    return rows
+
+
+def _main(args: argparse.Namespace) -> int:
+    rows = ablation(args)
     print(to_markdown(rows))
-    print(f"wrote {own.out / 'ablation.csv'}, ablation.md and ablation.png")
-    return 0
+    print(f"wrote {args.out / 'ablation.csv'}, ablation.md and ablation.png")
+    return cli.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.verbose)
+    return cli.run(lambda: _main(args))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = ("Exit codes: 0 ok, 1 the job failed or the gate refused, 2 bad input, "
@@ -56,6 +57,16 @@ def parser(prog: str, description: str | None = None, epilog: str | None = None,
     text = f"{epilog}\n\n{EXIT_CODES}" if epilog else EXIT_CODES
     return argparse.ArgumentParser(prog=prog, description=description, epilog=text,
                                    formatter_class=HelpFormatter, **kwargs)  # type: ignore[arg-type]
+
+
+def add_command(subparsers: Any, name: str, help: str, description: str | None = None,
+                epilog: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command's parser (``prog CMD``) with the same help conventions as ``parser``."""
+    text = f"{epilog}\n\n{EXIT_CODES}" if epilog else EXIT_CODES
+    sub: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=description or help, epilog=text,
+        formatter_class=HelpFormatter)
+    return sub
 
 
 def message(exc: BaseException) -> str:

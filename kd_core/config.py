@@ -1,20 +1,28 @@
-"""Frozen configuration dataclasses, with the seed project's defaults.
+"""Frozen configuration dataclasses, with the seed project's defaults, and their checks.
 
 Every CLI builds one of these from its arguments and writes the resolved config next to its
 results (``save_config``), so a run can be reproduced from its output folder alone.
+``check_training(cfg, role)`` refuses a bad value before any work, naming its command-line flag.
+Standard library only (``--help`` stays fast).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kd_core.cli import BadInput
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_SEED = 42
+# Sensitivity the decision threshold is chosen for on validation (``kd_core.deploy`` reads it).
+DEFAULT_TARGET_SENSITIVITY = 0.95
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048  # pixels, both sides of the model input
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,8 @@ class DataConfig:
     """Where the images are, how they are split and how they are fed to a model."""
 
     data_dir: str | None = None  # HAM10000 layout: metadata CSV plus image folder(s)
-    prepared_dir: str | None = None  # where splits go; default <data_dir>/../<name>_prepared
+    # Where the splits go; default: the user cache, kd_core.data.sources.default_prepared_dir.
+    prepared_dir: str | None = None
     metadata: str = "HAM10000_metadata.csv"
     images_dir: str | None = None  # default: search part_1/part_2/images/flat
     target: str = "mel"  # "mel": melanoma vs rest (2 classes); "dx": the 7 diagnoses
@@ -72,6 +81,8 @@ class TrainingConfig:
     seed: int = DEFAULT_SEED
     max_steps_per_epoch: int | None = None  # for smoke runs
     log_every: int = 0
+    # The threshold is set on validation to reach this sensitivity; recorded in the checkpoint.
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
     kwargs: dict[str, Any] = {}
     defaults = cls()
     for name, value in values.items():
@@ -129,4 +140,86 @@ def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as JSON, atomically."""
     from kd_core.io import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(to_dict(cfg), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_text(Path(path), text + "\n")
+
+
+class ConfigError(BadInput):
+    """A configuration value out of range; the message names its command-line flag."""
+
+
+def _need(ok: bool, flag: str, rule: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{flag} must be {rule}, got {value!r}")
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return _int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def check_data(d: DataConfig) -> None:
+    size = d.image_size
+    _need(_int(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, "--image-size",
+          f"an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}", size)
+    _need(d.resize in ("squash", "center_crop"), "--resize", "squash or center_crop", d.resize)
+    _need(d.target in ("mel", "dx"), "--target", "mel or dx", d.target)
+    _need(len(d.split) == 3 and all(_number(f) and f > 0 for f in d.split)
+          and abs(sum(d.split) - 1) < 1e-6, "data.split", "three positive fractions summing to 1",
+          d.split)
+    _need(_int(d.seed) and 0 <= d.seed < 2**32, "--seed", "an integer from 0 to 2**32 - 1", d.seed)
+    _need(bool(d.metadata), "--metadata", "a file name", d.metadata)
+
+
+def check_model(m: TeacherConfig | StudentConfig, flag: str) -> None:
+    _need(bool(m.architecture), flag, "an architecture name", m.architecture)
+    _need(m.loss in ("focal", "ce"), "--loss", "focal or ce", m.loss)
+    _need(_number(m.focal_gamma) and 0 <= m.focal_gamma <= 100, "--focal-gamma",
+          "a number from 0 to 100", m.focal_gamma)
+    _need(bool(m.pretrained), "--pretrained", "none, imagenet or a weights file", m.pretrained)
+
+
+def check_training_config(t: TrainingConfig) -> None:
+    _need(_int(t.epochs) and t.epochs >= 1, "--epochs", "at least 1", t.epochs)
+    _need(_int(t.batch_size) and t.batch_size >= 1, "--batch-size", "at least 1", t.batch_size)
+    _need(t.lr is None or (_number(t.lr) and 0 < t.lr <= 10), "--lr", "a number in (0, 10]",
+          t.lr)
+    _need(_number(t.weight_decay) and 0 <= t.weight_decay <= 10, "--weight-decay",
+          "a number from 0 to 10", t.weight_decay)
+    _need(t.scheduler in ("onecycle", "cosine"), "--scheduler", "onecycle or cosine", t.scheduler)
+    _need(_int(t.patience) and t.patience >= 0, "--patience", "0 or more", t.patience)
+    _need(t.min_epochs is None or (_int(t.min_epochs) and t.min_epochs >= 0), "--min-epochs",
+          "0 or more", t.min_epochs)
+    _need(_number(t.bn_momentum) and 0 < t.bn_momentum <= 1, "--bn-momentum",
+          "a number in (0, 1]", t.bn_momentum)
+    _need(t.amp in ("auto", "bf16", "fp16", "off"), "--amp", "auto, bf16, fp16 or off", t.amp)
+    _need(bool(t.device), "--device", "auto, cpu, cuda or cuda:N", t.device)
+    _need(_int(t.seed) and 0 <= t.seed < 2**32, "--seed", "an integer from 0 to 2**32 - 1", t.seed)
+    _need(t.max_steps_per_epoch is None or (_int(t.max_steps_per_epoch)
+                                            and t.max_steps_per_epoch >= 1),
+          "--max-steps-per-epoch", "at least 1", t.max_steps_per_epoch)
+    _need(_int(t.log_every) and t.log_every >= 0, "training.log_every", "0 or more", t.log_every)
+    _need(_number(t.target_sensitivity) and 0 < t.target_sensitivity <= 1,
+          "--target-sensitivity", "a number in (0, 1]", t.target_sensitivity)
+
+
+def check_kd(kd: KDConfig) -> None:
+    _need(_number(kd.alpha) and 0 <= kd.alpha <= 1, "--alpha", "a number from 0 to 1", kd.alpha)
+    _need(_number(kd.temperature) and 0 < kd.temperature <= 100, "--temperature",
+          "a number in (0, 100]", kd.temperature)
+
+
+def check_training(cfg: Config, role: str) -> None:
+    """Refuse a bad training config before any work (``ConfigError`` names the flag)."""
+    if role not in ("teacher", "student"):
+        raise ConfigError(f"role must be teacher or student, got {role!r}")
+    check_data(cfg.data)
+    check_training_config(cfg.training)
+    if role == "teacher":
+        check_model(cfg.teacher, "--architecture")
+    else:
+        check_model(cfg.student, "--student-arch")
+        check_kd(cfg.kd)

@@ -10,149 +10,29 @@
   bound to the artefact's sha256 so that a changed file is never "passed".
 - ``compare_outputs``: the one comparison of two models' outputs (max |diff|, top-1 agreement).
 
-Imports numpy and the standard library only.
+``Decision``, ``compare_outputs`` and ``ContractError`` live in ``kd_core.decision`` and are
+re-exported here. Imports numpy and the standard library only.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from kd_core.cli import BadInput
+from kd_core.config import DEFAULT_TARGET_SENSITIVITY as DEFAULT_TARGET_SENSITIVITY
 from kd_core.data.transforms import Preprocessing
+from kd_core.decision import SENSITIVITY_MARGIN as SENSITIVITY_MARGIN
+from kd_core.decision import ContractError as ContractError
+from kd_core.decision import Decision as Decision
+from kd_core.decision import compare_outputs as compare_outputs
+from kd_core.decision import finite_number
 
 MANIFEST_NAME = "manifest.json"
 GATE_NAME = "gate.json"
 MANIFEST_VERSION = 1
-DEFAULT_TARGET_SENSITIVITY = 0.95
-SENSITIVITY_MARGIN = 0.02  # the gate accepts sensitivity >= target - margin on the test split
-
-
-class ContractError(BadInput):
-    """A checkpoint, manifest or verdict file that breaks the deploy contract (names the field)."""
-
-
-def _finite(value: Any, what: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ContractError(f"{source}: {what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-# ---- the decision ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    """How logits become a decision. ``positive_index`` None: a multi-class model decides by
-    argmax (no threshold); else the positive class is called when ``p >= threshold``."""
-
-    labels: tuple[str, ...]
-    positive_index: int | None
-    temperature: float = 1.0
-    threshold: float | None = 0.5
-    target_sensitivity: float | None = DEFAULT_TARGET_SENSITIVITY
-
-    def __post_init__(self) -> None:
-        if isinstance(self.labels, list):
-            object.__setattr__(self, "labels", tuple(self.labels))
-        self.check("decision")
-
-    def check(self, source: str) -> None:
-        labels = self.labels
-        if not isinstance(labels, tuple) or len(labels) < 2 or not all(
-                isinstance(x, str) and x for x in labels):
-            raise ContractError(f"{source}: labels must be at least 2 non-empty strings, "
-                                f"got {labels!r}")
-        if len(set(labels)) != len(labels):
-            raise ContractError(f"{source}: labels repeat a name: {list(labels)}")
-        t = _finite(self.temperature, "temperature", source)
-        if not 0 < t <= 1000:
-            raise ContractError(f"{source}: temperature must be in (0, 1000], got {t}")
-        if self.positive_index is None:
-            if self.threshold is not None:
-                raise ContractError(f"{source}: a threshold needs a positive class")
-            return
-        if isinstance(self.positive_index, bool) or not isinstance(self.positive_index, int) \
-                or not 0 <= self.positive_index < len(labels):
-            raise ContractError(f"{source}: positive_index must be 0..{len(labels) - 1}, got "
-                                f"{self.positive_index!r}")
-        thr = _finite(self.threshold, "threshold", source)
-        if not 0.0 <= thr <= 1.0:
-            raise ContractError(f"{source}: threshold must be a probability in [0, 1], got {thr}")
-        if self.target_sensitivity is not None:
-            ts = _finite(self.target_sensitivity, "target_sensitivity", source)
-            if not 0.0 < ts <= 1.0:
-                raise ContractError(f"{source}: target_sensitivity must be in (0, 1], got {ts}")
-
-    @property
-    def positive_label(self) -> str | None:
-        return None if self.positive_index is None else self.labels[self.positive_index]
-
-    @property
-    def min_sensitivity(self) -> float | None:
-        """The gate's floor on test-split sensitivity: target minus ``SENSITIVITY_MARGIN``."""
-        if self.target_sensitivity is None:
-            return None
-        return round(self.target_sensitivity - SENSITIVITY_MARGIN, 10)
-
-    def probabilities(self, logits: Any) -> np.ndarray:
-        """``softmax(logits / temperature)`` over the last axis, float64."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
-        return out
-
-    def positive_probability(self, logits: Any) -> np.ndarray:
-        if self.positive_index is None:
-            raise ValueError("a multi-class decision has no positive class")
-        return np.asarray(self.probabilities(logits)[..., self.positive_index])
-
-    def decide(self, logits: Any) -> np.ndarray:
-        """Per image: True when the positive class is called (``p >= threshold``); for a
-        multi-class decision without a positive class, the argmax class index."""
-        if self.positive_index is None:
-            return np.asarray(np.argmax(np.asarray(logits), axis=-1))
-        assert self.threshold is not None
-        return np.asarray(self.positive_probability(logits) >= self.threshold)
-
-    def with_calibration(self, temperature: float, threshold: float | None) -> Decision:
-        return replace(self, temperature=float(temperature),
-                       threshold=None if threshold is None else float(threshold))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The decision fields as the manifest and the checkpoint spell them."""
-        return {"labels": list(self.labels), "positive_index": self.positive_index,
-                "temperature": self.temperature, "threshold": self.threshold,
-                "target_sensitivity": self.target_sensitivity}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str) -> Decision:
-        """Read and check the decision fields of a manifest entry or checkpoint."""
-        labels = d.get("labels")
-        if not isinstance(labels, list | tuple):
-            raise ContractError(f"{source}: labels must be a list of strings, got {labels!r}")
-        target = d.get("target_sensitivity", DEFAULT_TARGET_SENSITIVITY)
-        try:
-            return cls(tuple(labels), d.get("positive_index"), d.get("temperature"),  # type: ignore[arg-type]
-                       d.get("threshold"), target)
-        except ContractError as exc:
-            raise ContractError(str(exc).replace("decision:", f"{source}:", 1)) from None
-
-
-def compare_outputs(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
-    """The one parity comparison of two (N, K) outputs: max |difference| and top-1 agreement."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        raise ValueError(f"output shapes differ: {got.shape} vs {want.shape}")
-    return {"max_abs_diff": float(np.abs(got - want).max()) if got.size else 0.0,
-            "top1_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1)))}
 
 
 # ---- the manifest ----------------------------------------------------------------------------
@@ -175,6 +55,22 @@ def _str(d: Mapping[str, Any], key: str, source: str, optional: bool = False) ->
     return value
 
 
+def _opt_str(d: Mapping[str, Any], key: str, source: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ContractError(f"{source}: {key} must be a string or null, got {value!r}")
+    return value
+
+
+def _versions(d: Mapping[str, Any], source: str) -> dict[str, str]:
+    value = d.get("tool_versions") or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ContractError(f"{source}: tool_versions must map names to version strings, "
+                            f"got {value!r}")
+    return dict(value)
+
+
 def _io(d: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
     spec = _dict(d, key, source)
     assert spec is not None
@@ -186,7 +82,7 @@ def _io(d: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
     if quant is not None:
         if not isinstance(quant, dict):
             raise ContractError(f"{source}: {key}.quantization must be an object or null")
-        scale = _finite(quant.get("scale"), f"{key}.quantization.scale", source)
+        scale = finite_number(quant.get("scale"), f"{key}.quantization.scale", source)
         zero = quant.get("zero_point")
         if scale <= 0 or isinstance(zero, bool) or not isinstance(zero, int):
             raise ContractError(f"{source}: {key}.quantization needs scale > 0 and an integer "
@@ -265,14 +161,17 @@ class ManifestEntry:
         sidecars = d.get("sidecars", [])
         if not isinstance(sidecars, list) or not all(isinstance(s, str) for s in sidecars):
             raise ContractError(f"{where}: sidecars must be a list of paths")
+        seconds = d.get("export_seconds")
+        if seconds is not None:
+            finite_number(seconds, "export_seconds", where)
         return cls(
             name=name, path=path, format=_str(d, "format", where),
             precision=_str(d, "precision", where), input=_io(d, "input", where),
             output=_io(d, "output", where), decision=Decision.from_dict(d, where),
-            preprocessing=preprocessing, bytes=size, sha256=d.get("sha256"),
-            source_checkpoint_sha256=d.get("source_checkpoint_sha256"),
-            dataset=d.get("dataset"), tool_versions=dict(d.get("tool_versions") or {}),
-            export_seconds=d.get("export_seconds"), embedded_metadata=d.get("embedded_metadata"),
+            preprocessing=preprocessing, bytes=size, sha256=_opt_str(d, "sha256", where),
+            source_checkpoint_sha256=_opt_str(d, "source_checkpoint_sha256", where),
+            dataset=_opt_str(d, "dataset", where), tool_versions=_versions(d, where),
+            export_seconds=seconds, embedded_metadata=_opt_str(d, "embedded_metadata", where),
             sidecars=tuple(sidecars),
             **{k: _dict(d, k, where, optional=True) for k in (
                 "quantization_recipe", "precision_plan", "repair", "graph_report",
@@ -334,14 +233,15 @@ class Manifest:
         except (TypeError, ValueError) as exc:
             raise ContractError(f"{source}: bad preprocessing ({exc})") from None
         failures = d.get("failures", [])
-        if not isinstance(failures, list):
-            raise ContractError(f"{source}: failures must be a list")
+        if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+            raise ContractError(f"{source}: failures must be a list of objects")
         known = {f.name for f in fields(cls)} | set(Decision.__dataclass_fields__)
         return cls(
             decision=Decision.from_dict(d, source), preprocessing=prep, artifacts=entries,
             source_checkpoint=dict(_dict(d, "source_checkpoint", source, optional=True) or {}),
-            dataset=d.get("dataset"), calibration=_dict(d, "calibration", source, optional=True),
-            tool_versions=dict(d.get("tool_versions") or {}), failures=tuple(failures),
+            dataset=_opt_str(d, "dataset", source),
+            calibration=_dict(d, "calibration", source, optional=True),
+            tool_versions=_versions(d, source), failures=tuple(failures),
             created_by=str(d.get("created_by", "")), manifest_version=version,
             extra={k: v for k, v in d.items() if k not in known},
         )

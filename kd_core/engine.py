@@ -1,17 +1,17 @@
 """The training loop as plain functions: ``train_one_epoch``, ``predict`` and ``fit``.
 
-``fit`` does early stopping on validation ROC-AUC, writes ``best.pth`` (weights of the best epoch)
-and ``last.pth`` (everything needed to resume) after every epoch, atomically, and logs each epoch
-to ``history.csv``. A ``kill -9`` therefore loses at most the epoch in flight.
+``fit`` trains with early stopping on validation ROC-AUC and writes ``last.pth`` (everything
+needed to resume, including the best epoch's weights so far) and ``history.csv`` after every
+epoch, atomically: a ``kill -9`` or Ctrl-C loses at most the epoch in flight. It returns the
+best weights; calibrating them and writing ``best.pth`` is the caller's job (``kd_core.train``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
+import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,67 +22,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from kd_core.cli import JobFailed
 from kd_core.data.dataset import Batches
 from kd_core.io import atomic_write_text
-from kd_core.metrics import roc_auc
+from kd_core.metrics import roc_auc, softmax
+from kd_core.runtime import Runtime, resolve_runtime
+from kd_core.state import EarlyStopping, Resumable, TrainState, load_state, save_state
 
+__all__ = ["FitOptions", "FitResult", "NonFiniteLossError", "Runtime", "StepFn", "fit",
+           "make_scheduler", "predict", "resolve_runtime", "train_one_epoch", "val_auc"]
+
+log = logging.getLogger(__name__)
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how the model runs: device, mixed precision, memory format, DDP rank."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    channels_last: bool
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def resolve_runtime(device: str = "auto", amp: str = "auto", channels_last: bool = True) -> Runtime:
-    """Pick the device (and join a torchrun DDP group when WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if world > 1:
-        import torch.distributed as dist
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.startswith("cuda"):
-            device = f"cuda:{local}"
-            torch.cuda.set_device(local)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    amp_dtype = {
-        "auto": torch.bfloat16 if dev.type == "cuda" else None,
-        "bf16": torch.bfloat16,
-        "fp16": torch.float16,
-        "off": None,
-    }[amp]
-    return Runtime(dev, amp_dtype, channels_last and dev.type == "cuda", rank, world)
+class NonFiniteLossError(JobFailed):
+    """The loss became NaN or inf; ``last.pth`` keeps the last finished epoch."""
 
 
 def _shard(batches: Batches, rt: Runtime) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -161,12 +116,6 @@ def predict(model: nn.Module, batches: Batches, rt: Runtime) -> tuple[np.ndarray
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def positive_scores(logits: np.ndarray, positive_index: int) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return np.asarray(p[:, positive_index] / p.sum(axis=1))
-
-
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
     keys: list[str] = []
     for row in history:
@@ -185,22 +134,13 @@ def val_auc(
     logits, labels = predict(model, val, rt)
     y_pos = (labels == positive_index).astype(np.int64)
     auc = (
-        roc_auc(y_pos, positive_scores(logits, positive_index))
+        roc_auc(y_pos, softmax(logits)[:, positive_index])
         if 0 < y_pos.sum() < len(y_pos)
         else math.nan
     )
     t = torch.from_numpy(logits)
     loss = float(torch.nn.functional.cross_entropy(t, torch.from_numpy(labels)))
     return auc, loss, logits, labels
-
-
-@dataclass(frozen=True)
-class FitResult:
-    best_path: Path
-    best_epoch: int
-    best_auc: float
-    history: list[dict[str, Any]]
-    stopped_early: bool
 
 
 def make_scheduler(
@@ -226,155 +166,105 @@ def _broadcast(value: float, rt: Runtime) -> float:
     return float(t.item())
 
 
-def fit(
-    model: nn.Module,
-    step: StepFn,
-    train: Batches,
-    val: Batches,
-    rt: Runtime,
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    scheduler: str,
-    patience: int,
-    min_epochs: int,
-    out_dir: Path,
-    positive_index: int,
-    save_best: Callable[[nn.Module, dict[str, Any]], None],
-    config_key: str,
-    resume: bool = True,
-) -> FitResult:
-    """Train with early stopping on validation ROC-AUC; resumable from ``out_dir/last.pth``.
+@dataclass(frozen=True)
+class FitOptions:
+    """How ``fit`` trains: epochs, optimizer, schedule and early stopping."""
 
-    Early stopping needs ``patience`` epochs without a gain and at least ``min_epochs`` epochs.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    core = model
-    model = model.to(rt.device)
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    scheduler: str = "onecycle"
+    patience: int = 10
+    min_epochs: int = 0  # no early stop before this epoch
+    positive_index: int = 1  # the class whose one-vs-rest validation ROC-AUC is watched
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_weights: dict[str, torch.Tensor]
+    best_epoch: int
+    best_auc: float
+    history: list[dict[str, Any]]
+    stopped_early: bool
+
+
+@dataclass
+class Loop:
+    """What ``setup`` builds: the model to train (DDP-wrapped when distributed), its plain
+    module, the optimizer, the scheduler and the fp16 gradient scaler."""
+
+    model: nn.Module
+    core: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+
+
+def setup(model: nn.Module, train: Batches, rt: Runtime, opts: FitOptions) -> Loop:
+    """Move ``model`` to the device (channels-last, DDP) and build its optimizer and schedule."""
+    core = model.to(rt.device)
     if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        core = core.to(memory_format=torch.channels_last)
+    wrapped = core
     if rt.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
-        )
-    opt = torch.optim.AdamW(
-        core.parameters(), lr=lr, weight_decay=weight_decay, fused=rt.device.type == "cuda"
-    )
-    sched = make_scheduler(scheduler, opt, lr, epochs * len(train))
+        wrapped = DistributedDataParallel(
+            core, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    opt = torch.optim.AdamW(core.parameters(), lr=opts.lr, weight_decay=opts.weight_decay,
+                            fused=rt.device.type == "cuda")
+    sched = make_scheduler(opts.scheduler, opt, opts.lr, opts.epochs * len(train))
     scaler = torch.amp.GradScaler() if rt.amp_dtype == torch.float16 else None
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_auc": -1.0,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "history": [],
-        "done": False,
-    }
+    return Loop(wrapped, core, opt, sched, scaler)
+
+
+def run_epoch(loop: Loop, step: StepFn, train: Batches, val: Batches, rt: Runtime,
+              opts: FitOptions, state: TrainState) -> None:
+    """Train one epoch, validate, update ``state`` (history, early stopping, best weights)."""
+    epoch = state.epoch + 1
+    stats = train_one_epoch(loop.model, step, train, loop.optimizer, loop.scheduler, rt,
+                            loop.scaler, desc=f"epoch {epoch}/{opts.epochs}")
+    auc, loss, _, _ = val_auc(loop.core, val, rt, opts.positive_index)
+    auc = _broadcast(auc, rt)
+    improved = state.stopper.update(epoch, auc)
+    if improved:
+        state.keep_best(loop.core)
+    state.history.append({
+        "epoch": epoch, **{k: round(v, 6) for k, v in stats.items()},
+        "val_loss": round(loss, 6), "val_roc_auc": round(auc, 6),
+        "lr": loop.optimizer.param_groups[0]["lr"]})
+    state.epoch = epoch
+    # While the learning rate is high, validation AUC swings; stop only once it anneals.
+    state.stopped_early = state.stopper.should_stop(epoch)
+    if rt.is_main:
+        log.info("epoch %d/%d: loss %.4f  val loss %.4f  val ROC-AUC %.4f%s  %.0f img/s", epoch,
+                 opts.epochs, stats["loss"], loss, auc, "  *" if improved else "",
+                 stats["images_per_s"])
+
+
+def fit(model: nn.Module, step: StepFn, train: Batches, val: Batches, rt: Runtime,
+        opts: FitOptions, out_dir: Path, config_key: str,
+        config: dict[str, Any] | None = None, resume: bool = True) -> FitResult:
+    """Train with early stopping on validation ROC-AUC; resumable from ``out_dir/last.pth``
+    when it was written for the same ``config_key``. Returns the best epoch's weights."""
+    loop = setup(model, train, rt, opts)
+    parts = Resumable(loop.core, loop.optimizer, loop.scheduler, train)
     last = out_dir / "last.pth"
+    state = TrainState(EarlyStopping(opts.patience, opts.min_epochs))
     if resume and last.is_file():
-        state = _load_state(last, config_key, core, opt, sched, train)
+        state = load_state(last, config_key, parts)
         if rt.is_main:
-            print(f"resuming from {last} after epoch {state['epoch']}")
-    from kd_core.checkpoint import save_checkpoint
-
-    while not state["done"] and state["epoch"] < epochs:
-        epoch = state["epoch"] + 1
-        stats = train_one_epoch(
-            model, step, train, opt, sched, rt, scaler, desc=f"epoch {epoch}/{epochs}"
-        )
-        auc, loss, _, _ = val_auc(core, val, rt, positive_index)
-        auc = _broadcast(auc, rt)
-        row = {
-            "epoch": epoch,
-            **{k: round(v, 6) for k, v in stats.items()},
-            "val_loss": round(loss, 6),
-            "val_roc_auc": round(auc, 6),
-            "lr": opt.param_groups[0]["lr"],
-        }
-        state["history"].append(row)
-        improved = auc > state["best_auc"]
-        if improved:
-            state.update(best_auc=auc, best_epoch=epoch, bad_epochs=0)
-            if rt.is_main:
-                save_best(core, {"epoch": epoch, "val_roc_auc": auc})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        # While the learning rate is high, validation AUC swings; stop only once it anneals.
-        state["done"] = epoch >= min_epochs and state["bad_epochs"] >= patience
+            log.info("resuming from %s after epoch %d", last, state.epoch)
+    while not state.finished(opts.epochs):
+        run_epoch(loop, step, train, val, rt, opts, state)
         if rt.is_main:
-            print(
-                f"epoch {epoch}/{epochs}: loss {stats['loss']:.4f}  val loss {loss:.4f}  "
-                f"val ROC-AUC {auc:.4f}{'  *' if improved else ''}  "
-                f"{stats['images_per_s']:.0f} img/s"
-            )
-            save_checkpoint(_training_state(state, config_key, core, opt, sched, train), last)
-            write_history(state["history"], out_dir / "history.csv")
-    if state["done"] and rt.is_main:
-        print(
-            f"early stop: no val ROC-AUC gain in {patience} epochs "
-            f"(best {state['best_auc']:.4f} at epoch {state['best_epoch']})"
-        )
-    return FitResult(
-        out_dir / "best.pth",
-        state["best_epoch"],
-        state["best_auc"],
-        state["history"],
-        bool(state["done"]),
-    )
-
-
-def _training_state(
-    state: dict[str, Any],
-    config_key: str,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    train: Batches,
-) -> dict[str, Any]:
-    return {
-        "format_version": 1,
-        "kind": "training_state",
-        "config_key": config_key,
-        **state,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "sampler_rng": train.state().cpu(),
-        "torch_rng": torch.get_rng_state(),
-    }
-
-
-def _load_state(
-    path: Path,
-    config_key: str,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    train: Batches,
-) -> dict[str, Any]:
-    from kd_core.checkpoint import CheckpointError
-
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: cannot resume from a corrupt training state ({exc}); "
-            "delete it or pass --force"
-        ) from None
-    if saved.get("config_key") != config_key:
-        raise CheckpointError(
-            f"{path}: was written by a run with a different configuration; "
-            "use another --out or pass --force to start over"
-        )
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optimizer"])
-    sched.load_state_dict(saved["scheduler"])
-    train.set_state(saved["sampler_rng"])
-    torch.set_rng_state(saved["torch_rng"])
-    return {
-        k: saved[k] for k in ("epoch", "best_auc", "best_epoch", "bad_epochs", "history", "done")
-    }
+            save_state(last, state, parts, config_key, config or {})
+            write_history(state.history, out_dir / "history.csv")
+    stop = state.stopper
+    if state.stopped_early and rt.is_main:
+        log.info("early stop: no val ROC-AUC gain in %d epochs (best %.4f at epoch %d)",
+                 opts.patience, stop.best_score, stop.best_epoch)
+    if state.best_weights is None:
+        raise JobFailed(f"{last}: no epoch reached a finite validation ROC-AUC; nothing to keep")
+    return FitResult(state.best_weights, stop.best_epoch, stop.best_score, state.history,
+                     state.stopped_early)

@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes and hashing. Nothing here imports torch."""
+"""Small file helpers: atomic writes, hashing, output-folder checks, and a thread pool for file
+work that stops promptly on Ctrl-C. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def thread_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A ``ThreadPoolExecutor`` whose queued jobs are dropped when the block fails (a Ctrl-C
+    does not wait for thousands of queued image decodes)."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 @contextlib.contextmanager
@@ -91,3 +106,20 @@ def loads_json(text: str) -> object:
 def write_json(path: str | Path, obj: object, indent: int | None = 2) -> None:
     """Write strict JSON atomically (ValueError before anything is written if not finite)."""
     atomic_write_text(path, dumps_json(obj, indent))
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be created or written, before any work: it exists
+    as a file, or its nearest existing parent is not writable (``BadInput`` names ``flag``)."""
+    from kd_core.cli import BadInput
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path}: exists and is not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {path}: {parent} is not writable")

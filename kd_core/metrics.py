@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+
+from kd_core.config import DEFAULT_TARGET_SENSITIVITY
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 _CHUNK_ITEMS = 2_000_000  # resampled items held in memory at once by bootstrap_ci
@@ -38,9 +39,27 @@ def _binary(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- discrimination
 
 
+def average_ranks(s: Any) -> np.ndarray:
+    """Ranks 1..N along the last axis, tied values sharing their average rank (as
+    ``scipy.stats.rankdata(s, axis=-1)``, method "average"), in float64."""
+    s = np.asarray(s)
+    shape, n = s.shape, s.shape[-1]
+    order = np.argsort(s, axis=-1)  # any order within ties: they share one rank
+    ordered = np.take_along_axis(s, order, axis=-1).reshape(-1, n)
+    starts = np.ones(ordered.shape, dtype=bool)  # first item of each run of equal values
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    flat = starts.ravel()
+    first = np.flatnonzero(flat)  # flat positions where the runs start ...
+    last = np.append(first[1:], flat.size) - 1  # ... and end
+    average = (first + last) / 2.0 - (first // n) * n + 1.0  # 1-based, within the row
+    ranks = np.empty(shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, average[np.cumsum(flat) - 1].reshape(shape), axis=-1)
+    return ranks
+
+
 def _roc_auc_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """ROC-AUC of each row (Mann-Whitney U with average ranks for ties). y, s: (R, N)."""
-    ranks = rankdata(s, axis=1)
+    ranks = average_ranks(s)
     n_pos = y.sum(axis=1)
     n_neg = y.shape[1] - n_pos
     u = (ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2.0
@@ -229,7 +248,8 @@ def reliability_table(p: Any, y: Any, n_bins: int = 15) -> dict[str, list[float]
 # ---------------------------------------------------------------- operating points
 
 
-def threshold_for_sensitivity(y_pos: Any, p_pos: Any, target: float = 0.95) -> float:
+def threshold_for_sensitivity(y_pos: Any, p_pos: Any,
+                              target: float = DEFAULT_TARGET_SENSITIVITY) -> float:
     """Largest threshold t with sensitivity(p >= t) >= ``target`` on this data."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"threshold_for_sensitivity: target must be in (0, 1], got {target}")
@@ -277,7 +297,7 @@ def evaluate_predictions(
     positive_index: int,
     threshold: float | None = None,
     temperature: float = 1.0,
-    target_sensitivity: float = 0.95,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
     bootstrap: int = 1000,
     seed: int = 42,
 ) -> dict[str, Any]:

@@ -16,9 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kd_core.cli import BadInput
 
-class PretrainedWeightsError(RuntimeError):
-    """ImageNet weights were asked for but cannot be had (no network, no cache)."""
+
+class PretrainedWeightsError(BadInput):
+    """Pretrained weights were asked for but cannot be had (no network, no file, wrong model)."""
+
+
+class UnknownModelError(BadInput, KeyError):
+    """An architecture name that is not registered."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ def list_models(role: str | None = None) -> list[str]:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
-        raise KeyError(f"unknown architecture {name!r}; registered: {', '.join(list_models())}")
+        raise UnknownModelError(
+            f"unknown architecture {name!r}; registered: {', '.join(list_models())}")
     return MODELS[name]
 
 
@@ -127,7 +134,7 @@ def create_model(arch: str, num_classes: int = 2, pretrained: str = "none") -> n
 
 def _imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
     if spec.torchvision_weights is None:
-        raise ValueError(f"{spec.name} has no ImageNet weights; use --pretrained none")
+        raise PretrainedWeightsError(f"{spec.name} has no ImageNet weights; use --pretrained none")
     import torchvision
 
     weights = getattr(torchvision.models, spec.torchvision_weights).IMAGENET1K_V1
@@ -145,7 +152,8 @@ def _imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained weights file not found")
+        raise PretrainedWeightsError(f"--pretrained {path}: weights file not found (use none, "
+                                     "imagenet or a weights file)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -153,11 +161,11 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a weights-only torch file ({exc})") from None
+        raise PretrainedWeightsError(f"{path}: not a weights-only torch file ({exc})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state_dict (a dict of tensors)")
+        raise PretrainedWeightsError(f"{path}: expected a state_dict (a dict of tensors)")
     return obj
 
 
@@ -166,7 +174,7 @@ def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(usable) < len(own) // 2:
-        raise ValueError(
+        raise PretrainedWeightsError(
             f"{source}: only {len(usable)} of {len(own)} tensors match this architecture; "
             "is it the right model?"
         )

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Prepared splits and other cached files go to a throw-away folder, never to ~/.cache (set at
+# import, before any test runs; subprocesses inherit it).
+_CACHE = tempfile.mkdtemp(prefix="edgekd-test-cache-")
+os.environ["EDGEKD_CACHE"] = _CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def real_data_dir() -> Path | None:

@@ -188,6 +188,45 @@ def test_bad_images_are_named_and_only_skipped_on_request(
     assert meta["skipped"] == [victim.stem] and meta["counts"]["all"]["images"] == 399
 
 
+def test_a_csv_that_is_not_utf8_is_named(synth_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data = copy_dataset(synth_dir, tmp_path / "d")
+    meta = data / "HAM10000_metadata.csv"
+    lines = meta.read_text().splitlines()
+    lines[3] += "\u00e9"  # a localization spelled in latin-1
+    meta.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    assert run_prepare(data, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{meta}:4: not UTF-8 text (byte 0xe9)" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_split_file_is_named(synth_prepared: Path, tmp_path: Path) -> None:
+    from kd_core.data.ham10000 import DataError
+
+    prepared = copy_dataset(synth_prepared, tmp_path / "p")
+    (prepared / "val_data.csv").write_text("lesion_id,image_id\nHAM_1,ISIC_1\n")
+    with pytest.raises(DataError, match=r"val_data\.csv: unreadable split file \(KeyError"):
+        load_split(prepared, "val")
+
+
+def test_resolve_prepared_uses_the_cache_and_names_the_dataset(
+        synth_dir: Path, synth_prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kd_core.data.ham10000 import DataError
+    from kd_core.data.sources import dataset_name, default_prepared_dir, resolve_prepared
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    assert resolve_prepared(synth_prepared) == synth_prepared  # already prepared: as it is
+    out = resolve_prepared(synth_dir, seed=42)
+    assert out == default_prepared_dir(synth_dir) and out.is_relative_to(tmp_path / "cache")
+    for name in CSV_FILES:
+        assert (out / name).read_bytes() == (synth_prepared / name).read_bytes(), name
+    assert dataset_name(out) == "synthetic demo data"
+    with pytest.raises(DataError, match="neither a prepared split folder"):
+        resolve_prepared(tmp_path)
+
+
 # ---------------------------------------------------------------- the real HAM10000
 
 

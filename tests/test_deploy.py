@@ -123,7 +123,7 @@ def test_gate_verdicts_bind_to_sha(tmp_path: Path) -> None:
     record_verdicts(tmp_path, [GateVerdict(**{**v.__dict__, "sha256": "cd" * 32})])
     assert gate_status(entry, read_verdicts(tmp_path)) == "stale"
     (tmp_path / "gate.json").write_text("{not json")
-    with pytest.raises(ContractError, match="gate.json"):
+    with pytest.raises(ContractError, match=r"gate\.json"):
         read_verdicts(tmp_path)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -66,12 +65,12 @@ def test_bad_metadata_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
         "lesion_id,image_id,dx,dx_type,age,sex,localization\nHAM_1,ISIC_1,melanoma,histo,50,male,back\n")
     with pytest.raises(ValueError, match=r"m\.csv:2: unknown dx 'melanoma'"):
         eda.read_metadata(tmp_path / "m.csv")
-    parser = argparse.ArgumentParser()
-    eda.add_arguments(parser)
-    args = parser.parse_args(["--data-dir", str(tmp_path), "--metadata", "m.csv",
-                              "--out", str(tmp_path / "o")])
-    assert eda.run(args) == 2
-    assert "unknown dx" in capsys.readouterr().err
+    from kd_core.data.__main__ import main
+
+    assert main(["eda", "--data-dir", str(tmp_path), "--metadata", "m.csv",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "unknown dx" in err[0]
     assert not (tmp_path / "o").exists()
 
 

@@ -218,3 +218,17 @@ def test_evaluate_predictions_given_threshold_temperature_and_torch_input() -> N
     assert same == pytest.approx(out)
     with pytest.raises(ValueError, match="bad shapes"):
         M.evaluate_predictions(logits, y, positive_index=2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_average_ranks_equal_scipy_rankdata(seed: int) -> None:
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 40)))
+        x = rng.integers(0, int(rng.integers(1, 8)), size=shape).astype(np.float64)  # many ties
+        np.testing.assert_array_equal(M.average_ranks(x), rankdata(x, axis=-1))
+        np.testing.assert_array_equal(M.average_ranks(x[0]), rankdata(x[0]))
+    y = rng.normal(size=(7, 300))  # no ties
+    np.testing.assert_array_equal(M.average_ranks(y), rankdata(y, axis=-1))

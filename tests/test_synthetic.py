@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
@@ -152,13 +151,19 @@ def test_refuses_to_replace_a_foreign_folder_and_bad_parameters(tmp_path: Path) 
 
 
 def test_cli_run_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    synthetic.add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path / "e"), "--n-images", "14", "--size", "32"])
-    assert synthetic.run(args) == 0
+    from kd_core.data.__main__ import main
+
+    assert main(["synth", "--out", str(tmp_path / "e"), "--n-images", "14", "--size", "32"]) == 0
     out = capsys.readouterr().out
     assert "14 images" in out and "mel=" in out and "lesions" in out
     assert len(_rows(tmp_path / "e")) == 14
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["synth", "--out", str(tmp_path / "mine"), "--size", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a synthetic dataset" in err[0]
+    assert main(["synth", "--out", str(tmp_path / "f"), "--n-images", "0"]) == 2
+    assert "--n-images" in capsys.readouterr().err and not (tmp_path / "f").exists()
 
 
 def _features(img: np.ndarray) -> list[float]:

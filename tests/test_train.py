@@ -1,4 +1,5 @@
-"""Teacher and KD student training end to end on generated data, resume, and bad input."""
+"""Teacher and KD student training end to end on generated data, resume after kill -9, and
+checkpoints that do not fit. Bad arguments and interrupts: test_train_inputs.py."""
 
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ from kd_core.checkpoint import (
     DX_LABELS,
     REQUIRED_KEYS,
     build_checkpoint,
+    decision_of,
+    is_calibrated,
     load_checkpoint,
     save_checkpoint,
 )
 from kd_core.config import TrainingConfig
 from kd_core.data.dataset import Batches
 from kd_core.data.transforms import Preprocessing
-from kd_core.engine import NonFiniteLossError, fit, resolve_runtime
+from kd_core.engine import FitOptions, NonFiniteLossError, fit, resolve_runtime
 from kd_core.models import create_model
 from kd_core.train import main as train_main
-from kd_core.train import set_bn_momentum
+from kd_core.trainer import set_bn_momentum
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +58,14 @@ def test_teacher_run_writes_a_complete_checkpoint(teacher_ckpt: Path) -> None:
     assert set(REQUIRED_KEYS) <= set(ckpt) and ckpt["labels"] == BINARY_LABELS
     assert ckpt["preprocessing"]["size"] == 32 and ckpt["config"]["role"] == "teacher"
     assert 0 < ckpt["threshold"] < 1 and 0.05 <= ckpt["temperature"] <= 20
+    # Deployable: calibrated on validation, the record matching the values it holds.
+    assert is_calibrated(ckpt) and ckpt["target_sensitivity"] == 0.95
+    assert ckpt["calibration"] == {"split": "val", "n": ckpt["metrics"]["n_val"],
+                                   "temperature": ckpt["temperature"],
+                                   "threshold": ckpt["threshold"], "target_sensitivity": 0.95}
+    assert ckpt["dataset"] == "synthetic demo data"
+    assert decision_of(ckpt, teacher_ckpt).threshold == ckpt["threshold"]
+    assert torch.load(out / "last.pth", weights_only=True)["kind"] == "training_state"
     m = ckpt["metrics"]
     # The threshold is set on validation to reach 95 % sensitivity there.
     assert m["val"]["sensitivity"] >= 0.95
@@ -108,6 +119,7 @@ def test_resume_after_kill_9(synth_dir: Path, synth_prepared: Path, tmp_path: Pa
     proc.wait()
     before = history.read_text().splitlines()
     assert 3 <= len(before) < 7, "the run should be killed mid-way"
+    assert not (tmp_path / "best.pth").exists()  # only a finished, calibrated run has one
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"after epoch {len(before) - 1}" in done.stdout
@@ -115,7 +127,7 @@ def test_resume_after_kill_9(synth_dir: Path, synth_prepared: Path, tmp_path: Pa
     assert len(after) == 7 and after[: len(before)] == before
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path: Path) -> None:
     rt = resolve_runtime("cpu")
     prep = Preprocessing(size=16)
     gen = torch.Generator().manual_seed(0)
@@ -131,18 +143,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
         loss = torch.nn.functional.cross_entropy(m(xb), yb)
         return {"loss": loss * float("nan") if calls["n"] > 4 else loss}
 
-    def save_best(m: torch.nn.Module, info: dict[str, object]) -> None:
-        save_checkpoint(build_checkpoint(m, "tiny_mobilenet", BINARY_LABELS, prep),
-                        tmp_path / "best.pth")
-
+    opts = FitOptions(epochs=3, lr=1e-3, scheduler="cosine", patience=5, positive_index=1)
     with pytest.raises(NonFiniteLossError, match="nan"):
-        fit(model, step, train, val, rt, epochs=3, lr=1e-3, weight_decay=0.0,
-            scheduler="cosine", patience=5, min_epochs=0, out_dir=tmp_path, positive_index=1,
-            save_best=save_best, config_key="k")
-    ckpt = load_checkpoint(tmp_path / "best.pth")
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+        fit(model, step, train, val, rt, opts, tmp_path, "k")
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert state["epoch"] == 1 and state["early_stopping"]["best_epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["best_weights"].values()
                if v.is_floating_point())
-    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "best.pth").exists()
 
 
 def _student(args: list[str], synth_dir: Path, prepared: Path, out: Path) -> int:
@@ -204,7 +212,9 @@ def test_validation_without_melanoma_is_refused(synth_dir: Path, synth_prepared:
     rc = train_main(["teacher", *common(synth_dir, prepared, tmp_path / "o"),
                      "--architecture", "tiny_resnet"])
     assert rc == 2
-    assert "validation split has no melanoma" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "val_data.csv: the validation split needs both melanoma and other images" in err
+    assert not (tmp_path / "o" / "config.json").exists()
 
 
 def test_same_seed_same_weights(synth_dir: Path, synth_prepared: Path, tmp_path: Path) -> None:

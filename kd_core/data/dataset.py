@@ -12,7 +12,6 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_core.data.transforms import Preprocessing, preprocess_uint8
-from kd_core.io import atomic_path
+from kd_core.io import atomic_path, thread_pool
 
 
 def _cache_key(paths: Sequence[Path], prep: Preprocessing) -> str:
@@ -39,7 +38,7 @@ def decode_images(paths: Sequence[Path], prep: Preprocessing, desc: str = "decod
     out = np.empty((len(paths), prep.size, prep.size, 3), dtype=np.uint8)
     workers = min(16, os.cpu_count() or 2)
     # One BLAS thread per worker: the pool already uses every core.
-    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+    with threadpool_limits(limits=1), thread_pool(workers) as pool:
         jobs = pool.map(lambda p: preprocess_uint8(p, prep), paths)
         for i, img in enumerate(tqdm(jobs, total=len(paths), desc=desc, unit="img",
                                      leave=False, disable=len(paths) < 200)):

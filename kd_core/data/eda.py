@@ -9,8 +9,6 @@ images per class. Images are looked up by ``image_id`` in ``images/`` or
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.data.ham10000 import DX_CLASSES, image_folders
+from kd_core.data.ham10000 import DX_CLASSES, DataError, image_folders
 from kd_core.data.ham10000 import read_metadata as read_checked
 from kd_core.io import atomic_path
 
 CLASSES = DX_CLASSES
+DEFAULT_OUT = Path("artifacts/imgs/eda")
 MEL, REST = "#c0392b", "#7f8c8d"
 
 
@@ -49,7 +48,7 @@ def _record(path: Path, line: int, row: dict[str, str]) -> Record:
     try:
         age_value = float(age) if age and age.lower() not in ("nan", "na") else None
     except ValueError:
-        raise ValueError(f"{path}:{line}: age {age!r} is not a number") from None
+        raise DataError(f"{path}:{line}: age {age!r} is not a number") from None
     return Record(row["lesion_id"], row["image_id"], row["dx"], age_value,
                   row.get("sex") or "unknown", row.get("localization") or "unknown")
 
@@ -184,7 +183,7 @@ def _samples(recs: list[Record], dirs: list[Path], seed: int, per_class: int = 6
     return fig
 
 
-def eda(data_dir: Path, out_dir: Path = Path("artifacts/imgs/eda"),
+def eda(data_dir: Path, out_dir: Path = DEFAULT_OUT,
         metadata: str = "HAM10000_metadata.csv", images_dir: Path | None = None,
         seed: int = 42) -> list[Path]:
     """Write the EDA plots of ``data_dir`` into ``out_dir``; return the PNG paths."""
@@ -205,22 +204,3 @@ def eda(data_dir: Path, out_dir: Path = Path("artifacts/imgs/eda"),
             make().savefig(tmp, format="png", dpi=100)
         written.append(path)
     return written
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="HAM10000-layout folder")
-    p.add_argument("--out", type=Path, default=Path("artifacts/imgs/eda"), help="PNG folder")
-    p.add_argument("--metadata", default="HAM10000_metadata.csv", help="CSV inside --data-dir")
-    p.add_argument("--images-dir", type=Path, default=None, help="image folder (default: search)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the sample grid (42)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        paths = eda(args.data_dir, args.out, args.metadata, args.images_dir, args.seed)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(paths)} plots to {args.out}: {', '.join(p.name for p in paths)}")
-    return 0
-

@@ -12,20 +12,27 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kd_core.cli import BadInput
 from kd_core.data.splits import SPLITS, check_split, split_lesions
 from kd_core.data.transforms import ImageError, load_rgb
-from kd_core.io import atomic_write_text
+from kd_core.io import atomic_write_text, thread_pool
 
+log = logging.getLogger(__name__)
+
+# The class names, in one place: the 7 HAM10000 diagnoses (``--target dx``) and melanoma vs rest
+# (``--target mel``). Checkpoints, manifests and the apps carry these as their labels.
 DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+MEL_CLASSES = ("other", "melanoma")
+TARGETS = {"mel": MEL_CLASSES, "dx": DX_CLASSES}
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 IMAGE_FOLDERS = (
     "HAM10000_images_part_1",
@@ -41,7 +48,14 @@ SPLIT_FILES = {"train": "train_data.csv", "val": "val_data.csv", "holdout": "hol
 PREP_VERSION = 1
 
 
-class DataError(ValueError):
+def class_labels(target: str) -> list[str]:
+    """The labels of a ``--target``: "mel" -> other/melanoma; "dx" -> the 7 diagnoses."""
+    if target not in TARGETS:
+        raise DataError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    return list(TARGETS[target])
+
+
+class DataError(BadInput):
     """Bad input data; the message names the file or row and the problem."""
 
 
@@ -77,7 +91,12 @@ def read_metadata(path: Path) -> Metadata:
     if not path.is_file():
         raise DataError(f"{path}: metadata file not found")
     raw = path.read_bytes()
-    text = raw.decode("utf-8-sig")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the "
+                        "metadata CSV as UTF-8") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -149,7 +168,7 @@ def check_images(paths: list[Path], workers: int | None = None) -> dict[Path, st
             return str(exc).removeprefix(f"{path}: ")
         return None
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
+    with thread_pool(workers or min(8, os.cpu_count() or 2)) as pool:
         results = list(
             tqdm(
                 pool.map(check, paths),
@@ -208,6 +227,7 @@ def prepare(
 ) -> Path:
     """Make (or reuse) the lesion-aware splits of ``data_dir`` in ``out``; return ``out``."""
     data_dir, out = Path(data_dir).resolve(), Path(out)
+    level = logging.INFO if verbose else logging.DEBUG
     meta = read_metadata(
         data_dir / metadata if not Path(metadata).is_absolute() else Path(metadata)
     )
@@ -221,19 +241,37 @@ def prepare(
         "images_dir": str(images_dir.resolve()) if images_dir else None,
     }
     if not force and _reusable(out, params):
-        if verbose:
-            print(f"reusing splits in {out} (same metadata sha256, seed and fractions)")
+        log.log(level, "reusing splits in %s (same metadata sha256, seed and fractions)", out)
         return out
-    ids = [r["image_id"] for r in meta.rows]
-    paths = find_images(data_dir, ids, images_dir)
+    rows, skipped = _usable_rows(meta, data_dir, images_dir, skip_corrupt)
+    if skipped:
+        log.log(level, "skipped %d corrupt or non-RGB image(s): %s", len(skipped),
+                ", ".join(skipped[:10]))
+    _check_classes(rows, meta.path)
+    assignment = split_lesions([r["lesion_id"] for r in rows], [r["dx"] for r in rows], split, seed)
+    check_split(assignment, [int(r["target"]) for r in rows], [r["lesion_id"] for r in rows])
+    by_split = {s: [r for r, a in zip(rows, assignment, strict=True) if a == s] for s in SPLITS}
+    summary = {**params, "metadata_file": meta.path.name, "skipped": skipped,
+               "counts": {"all": _counts(rows), **{s: _counts(r) for s, r in by_split.items()}}}
+    _write_splits(out, [*meta.columns, "image_path", "target"], rows, by_split, summary)
+    c: dict[str, Any] = summary["counts"]  # type: ignore[assignment]
+    log.log(level, "prepared %s in %s", ", ".join(
+        f"{s} {c[s]['images']} images / {c[s]['lesions']} lesions / "
+        f"{100 * c[s]['prevalence']:.1f}% mel" for s in SPLITS), out)
+    return out
+
+
+def _usable_rows(meta: Metadata, data_dir: Path, images_dir: Path | None, skip_corrupt: bool
+                 ) -> tuple[list[dict[str, str]], list[str]]:
+    """Rows whose image decodes as RGB (with ``image_path`` and ``target``), and skipped ids."""
+    paths = find_images(data_dir, [r["image_id"] for r in meta.rows], images_dir)
     bad = check_images(list(paths.values()))
-    skipped: list[str] = []
     if bad and not skip_corrupt:
-        lines = [f"  {p}: {why}" for p, why in list(bad.items())[:10]]
-        raise DataError(
-            f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them):\n" + "\n".join(lines)
-        )
-    rows = []
+        listed = "; ".join(f"{p}: {why}" for p, why in list(bad.items())[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them): "
+                        f"{listed}{more}")
+    rows, skipped = [], []
     for row in meta.rows:
         path = paths[row["image_id"]]
         if path in bad:
@@ -241,30 +279,16 @@ def prepare(
             continue
         rel = os.path.relpath(path, data_dir).replace(os.sep, "/")
         rows.append({**row, "image_path": rel, "target": "1" if row["dx"] == "mel" else "0"})
-    if skipped and verbose:
-        print(f"skipped {len(skipped)} corrupt or non-RGB image(s): {', '.join(skipped[:10])}")
-    _check_classes(rows, meta.path)
-    assignment = split_lesions([r["lesion_id"] for r in rows], [r["dx"] for r in rows], split, seed)
-    check_split(assignment, [int(r["target"]) for r in rows], [r["lesion_id"] for r in rows])
-    columns = [*meta.columns, "image_path", "target"]
-    by_split = {s: [r for r, a in zip(rows, assignment, strict=True) if a == s] for s in SPLITS}
+    return rows, skipped
+
+
+def _write_splits(out: Path, columns: list[str], rows: list[dict[str, str]],
+                  by_split: dict[str, list[dict[str, str]]], summary: dict[str, Any]) -> None:
     atomic_write_text(out / "labeled_ham10000.csv", _csv_text(columns, rows))
     for name, split_rows in by_split.items():
         atomic_write_text(out / SPLIT_FILES[name], _csv_text(columns, split_rows))
-    summary = {
-        **params,
-        "metadata_file": meta.path.name,
-        "skipped": skipped,
-        "counts": {"all": _counts(rows), **{s: _counts(r) for s, r in by_split.items()}},
-    }
     # Written last: its presence marks a complete preparation.
     atomic_write_text(out / "split_metadata.json", json.dumps(summary, indent=2) + "\n")
-    if verbose:
-        c: dict[str, Any] = summary["counts"]  # type: ignore[assignment]
-        parts = [f"{s} {c[s]['images']} images / {c[s]['lesions']} lesions / "
-                 f"{100 * c[s]['prevalence']:.1f}% mel" for s in SPLITS]
-        print(f"prepared {', '.join(parts)} in {out}")
-    return out
 
 
 def _check_classes(rows: list[dict[str, str]], path: Path) -> None:
@@ -297,12 +321,25 @@ def load_split(prepared_dir: Path, split: str) -> SplitData:
             f"{prepared_dir}: not a prepared folder (no split_metadata.json); "
             "run `python -m kd_core.data prepare` first"
         )
-    data_dir = Path(json.loads(meta_path.read_text())["data_dir"])
-    with (prepared_dir / SPLIT_FILES[split]).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return SplitData(
-        image_ids=[r["image_id"] for r in rows],
-        paths=[data_dir / r["image_path"] for r in rows],
-        targets=np.array([int(r["target"]) for r in rows], dtype=np.int64),
-        dx=[r["dx"] for r in rows],
-    )
+    data_dir = split_data_dir(prepared_dir)
+    path = prepared_dir / SPLIT_FILES[split]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        return SplitData(
+            image_ids=[r["image_id"] for r in rows],
+            paths=[data_dir / r["image_path"] for r in rows],
+            targets=np.array([int(r["target"]) for r in rows], dtype=np.int64),
+            dx=[r["dx"] for r in rows],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable split file ({type(exc).__name__}: {exc})") from None
+
+
+def split_data_dir(prepared_dir: Path) -> Path:
+    """The raw data folder a prepared split folder was made from (as recorded)."""
+    meta_path = Path(prepared_dir) / "split_metadata.json"
+    try:
+        return Path(json.loads(meta_path.read_text(encoding="utf-8"))["data_dir"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_path}: unreadable split metadata ({exc})") from None

@@ -13,7 +13,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from kd_core.data.ham10000 import DataError, is_ham10000_dir, is_prepared_dir, prepare
+from kd_core.data.ham10000 import (
+    DataError,
+    is_ham10000_dir,
+    is_prepared_dir,
+    prepare,
+    split_data_dir,
+)
 
 CACHE_ENV = "EDGEKD_CACHE"
 
@@ -34,10 +40,13 @@ def default_prepared_dir(data_dir: Path) -> Path:
 
 
 def resolve_prepared(data_dir: Path, prepared_dir: Path | None = None, *, seed: int = 42,
-                     verbose: bool = False) -> Path:
+                     verbose: bool = False, metadata: str = "HAM10000_metadata.csv",
+                     images_dir: Path | None = None, skip_corrupt: bool = False,
+                     split: tuple[float, float, float] = (0.70, 0.15, 0.15)) -> Path:
     """The prepared split folder for ``data_dir``: ``data_dir`` itself when it is one; else the
     splits of the raw dataset, prepared (or reused) in ``prepared_dir`` (default: the cache).
-    A ``prepared_dir`` that is already prepared is used as it is, never re-split."""
+    A ``prepared_dir`` that is already prepared is used as it is, never re-split. The other
+    keywords are ``prepare``'s."""
     data_dir = Path(data_dir)
     if is_prepared_dir(data_dir):
         return data_dir
@@ -45,8 +54,18 @@ def resolve_prepared(data_dir: Path, prepared_dir: Path | None = None, *, seed: 
         return Path(prepared_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data folder not found")
-    if is_ham10000_dir(data_dir):
+    if is_ham10000_dir(data_dir, metadata):
         out = Path(prepared_dir) if prepared_dir is not None else default_prepared_dir(data_dir)
-        return prepare(data_dir, out, seed=seed, verbose=verbose)
+        return prepare(data_dir, out, seed=seed, verbose=verbose, metadata=metadata,
+                       images_dir=images_dir, skip_corrupt=skip_corrupt, split=split)
     raise DataError(f"{data_dir}: neither a prepared split folder (split_metadata.json) nor a "
-                    "HAM10000 folder (HAM10000_metadata.csv)")
+                    f"HAM10000 folder ({metadata})")
+
+
+def dataset_name(prepared_dir: Path) -> str:
+    """A display name for the data behind a prepared folder: "synthetic demo data" for the
+    generated stand-in, else "HAM10000"."""
+    from kd_core.data.synthetic import MARKER
+
+    source = split_data_dir(prepared_dir)
+    return "synthetic demo data" if (source / MARKER).is_file() else "HAM10000"

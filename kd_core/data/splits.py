@@ -15,10 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kd_core.cli import BadInput
+
 SPLITS = ("train", "val", "holdout")
 
 
-class SplitError(ValueError):
+class SplitError(BadInput):
     """The data cannot be split as asked (for example a split would get no melanoma)."""
 
 

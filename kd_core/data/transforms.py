@@ -13,6 +13,8 @@ images exactly.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.config import IMAGENET_MEAN, IMAGENET_STD
+from kd_core.cli import BadInput
+from kd_core.config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 RESIZE_RULES = ("squash", "center_crop")
+INTERPOLATIONS = ("bilinear_antialias",)
 
 
-class ImageError(ValueError):
+class ImageError(BadInput):
     """An image that cannot be used: unreadable, truncated, or not plain RGB."""
 
 
@@ -40,8 +44,23 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_RULES:
             raise ValueError(f"resize must be one of {RESIZE_RULES}, got {self.resize!r}")
-        if self.size < 8:
-            raise ValueError(f"image size must be >= 8, got {self.size}")
+        if not isinstance(self.size, numbers.Integral) or isinstance(self.size, bool):
+            raise ValueError(f"image size must be an integer, got {self.size!r}")
+        if not MIN_IMAGE_SIZE <= self.size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, "
+                             f"got {self.size}")
+        object.__setattr__(self, "size", int(self.size))
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (not isinstance(values, list | tuple) or len(values) != 3
+                    or not all(_finite(v) for v in values)):
+                raise ValueError(f"{name} must be 3 finite numbers, got {values!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"std must be positive, got {list(self.std)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, "
+                             f"got {self.interpolation!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -49,17 +68,25 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+    def from_dict(cls, d: Any) -> Preprocessing:
+        """Read the dict written by ``to_dict``, strictly (wrong types are a ValueError)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocessing must be a dict, got {type(d).__name__}")
         missing = [k for k in ("size", "mean", "std", "resize") if k not in d]
         if missing:
             raise ValueError(f"preprocessing lacks {', '.join(missing)}")
-        return cls(
-            size=int(d["size"]),
-            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
-            resize=str(d["resize"]),
-            interpolation=str(d.get("interpolation", "bilinear_antialias")),
-        )
+        if isinstance(d["size"], bool) or not isinstance(d["size"], int):
+            raise ValueError(f"size must be an integer, got {d['size']!r}")
+        for key in ("resize", "interpolation"):
+            if key in d and not isinstance(d[key], str):
+                raise ValueError(f"{key} must be a string, got {d[key]!r}")
+        return cls(size=d["size"], mean=d["mean"], std=d["std"], resize=d["resize"],
+                   interpolation=d.get("interpolation", "bilinear_antialias"))
+
+
+def _finite(value: object) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(float(value)))
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
