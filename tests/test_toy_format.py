@@ -88,19 +88,14 @@ def toy_format() -> Iterator[None]:
     RUNTIMES.pop(FORMAT)
 
 
-def gate_outcome(gate: Any) -> tuple[bool, list[str]]:
-    """(passed, names checked) of the harness's gate, a dict or a typed result."""
-    if isinstance(gate, dict):
-        return bool(gate["passed"]), list(gate["checked"])
-    return bool(gate.passed), list(getattr(gate, "checked", []))
-
-
 def test_a_format_registered_from_one_file_is_exported_run_benchmarked_and_gated(
         toy_format: None, synth_prepared: Path, tmp_path: Path) -> None:
     import onnx
 
+    from benchmarks.outputs import save_results
     from benchmarks.run import BenchConfig, run_benchmarks
     from exporters.run import ExportOptions, export_checkpoint
+    from kd_core.deploy import gate_status, read_verdicts
 
     student = student_checkpoint(tmp_path / "student.pth", synth_prepared)
     out = tmp_path / "export"
@@ -123,11 +118,13 @@ def test_a_format_registered_from_one_file_is_exported_run_benchmarked_and_gated
     assert np.abs(got - want).max() <= 0.02 * max(1.0, float(np.abs(want).max()))
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
 
-    results = run_benchmarks(BenchConfig(
-        artifacts=str(out), student_ckpt=str(student), data_dir=str(synth_prepared),
-        latency=False, bootstrap=50, out=str(tmp_path / "bench")))
+    cfg = BenchConfig(artifacts=str(out), student_ckpt=str(student),
+                      data_dir=str(synth_prepared), latency=False, bootstrap=50,
+                      out=str(tmp_path / "bench"))
+    results = run_benchmarks(cfg)
     row = next(r for r in results.rows if r["name"] == name)
     assert row["status"] == "ok" and row["runtime"].startswith("ONNX Runtime")
     assert abs(row["accuracy"]["roc_auc_delta_vs_student"]) < 0.01
-    passed, checked = gate_outcome(results.gate)
-    assert passed and name in checked
+    assert results.gate is not None and results.gate.passed and name in results.gate.checked
+    save_results(results, cfg)  # the verdict goes to gate.json, bound to the file's sha256
+    assert gate_status(entry, read_verdicts(out)) == "pass"
