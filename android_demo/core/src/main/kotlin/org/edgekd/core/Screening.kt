@@ -5,7 +5,7 @@ import java.util.Locale
 /**
  * What the app says about a result, in screening language: the score is above or below the
  * model's referral threshold, which was set for high sensitivity, so most lesions above it are not
- * melanoma and a lesion below it is not ruled out. Never a diagnosis ("Decision: melanoma").
+ * melanoma and a lesion below it is not ruled out. Never a diagnosis, never a bare class name.
  * ios_demo/EdgeKDDemo/ContentView.swift says the same words (tests/test_app_contract.py).
  */
 object Screening {
