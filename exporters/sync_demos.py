@@ -204,7 +204,7 @@ def sync(export_dir: Path, targets: Sequence[Target], allow_ungated: bool = Fals
 def build_parser() -> Any:
     p = cli.parser(
         "python -m exporters.sync_demos",
-        "Copy a parity-gated artefact and a trimmed manifest.json into each demo app.",
+        f"Copy a parity-gated artefact and a trimmed {MANIFEST_NAME} into each demo app.",
         epilog="An artefact whose gate status (gate.json, written by benchmarks.run) is not "
                "'pass' is refused unless --allow-ungated.")
     p.add_argument("export_dir", type=Path, metavar="DIR", help="exporters.all output folder")

@@ -24,6 +24,8 @@ import pytest
 from app_support import tiny_export
 from PIL import Image
 
+from kd_core.deploy import MANIFEST_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = json.loads((ROOT / "android_demo/core/manifest_fields.json").read_text())
 SOURCES = {
@@ -170,7 +172,7 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(export_dir: Path) -> dict[str, Any]:
-    return json.loads((export_dir / "manifest.json").read_text())
+    return json.loads((export_dir / MANIFEST_NAME).read_text())
 
 
 @pytest.mark.parametrize("app", APPS)
@@ -204,7 +206,7 @@ def test_synced_manifest_keeps_the_contract(synced: dict[str, Path], exported: d
                                             app: str) -> None:
     from kd_core.io import sha256_file
 
-    trimmed = json.loads((synced[app] / "manifest.json").read_text())
+    trimmed = json.loads((synced[app] / MANIFEST_NAME).read_text())
     assert contract_errors(trimmed, app) == []
     (entry,) = trimmed["artifacts"]
     wanted = "int8" if app == "android" else "fp16"  # Core ML: no w8/int8 in this export
@@ -222,7 +224,7 @@ def test_synced_manifest_keeps_the_contract(synced: dict[str, Path], exported: d
 
 def test_kotlin_reads_the_synced_manifest(synced: dict[str, Path]) -> None:
     ks.classpath_or_skip()
-    path = synced["android"] / "manifest.json"
+    path = synced["android"] / MANIFEST_NAME
     (entry,) = json.loads(path.read_text())["artifacts"]
     proc = ks.run_cli("manifest", "--format", "tflite", str(path))
     seen = json.loads(proc.stdout)
@@ -243,7 +245,7 @@ def test_kotlin_pipeline_with_litert_matches_python(synced: dict[str, Path],
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     from kd_core.data.transforms import Preprocessing, preprocess
 
-    manifest = synced["android"] / "manifest.json"
+    manifest = synced["android"] / MANIFEST_NAME
     (entry,) = json.loads(manifest.read_text())["artifacts"]
     images = []
     rng = np.random.default_rng(1)

@@ -73,7 +73,11 @@ class DemoViewModel(app: Application) : AndroidViewModel(app) {
     }
 
     fun classify(uri: Uri, source: String) {
-        val classifier = (model as? ModelState.Ready)?.classifier ?: return
+        val classifier = (model as? ModelState.Ready)?.classifier ?: run {
+            // For example a camera result delivered to a recreated process while the model loads.
+            failed("The model is not loaded yet: pick or take the photo again in a moment")
+            return
+        }
         job?.cancel()
         photo = null
         state = UiState.Running
