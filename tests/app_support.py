@@ -10,6 +10,7 @@ from PIL import Image
 
 LABELS = ["other", "melanoma"]
 TEMPERATURE, THRESHOLD = 1.3, 0.4
+CALIB_IMAGES = 32
 
 
 def tiny_checkpoint(path: Path, size: int = 32) -> Path:
@@ -31,19 +32,20 @@ def tiny_checkpoint(path: Path, size: int = 32) -> Path:
 
 
 def tiny_export(root: Path, *, coreml: bool = False) -> Path:
-    """``root/out``: TFLite INT8 (calibrated on 8 random images) and, with ``coreml``, Core ML."""
+    """``root/out``: TFLite INT8 (calibrated on 32 random images, the exporters' minimum) and,
+    with ``coreml``, Core ML."""
     from exporters.all import main as export_main
 
     calib = root / "calib"
     calib.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i in range(8):
+    for i in range(CALIB_IMAGES):
         Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(calib / f"{i}.png")
     ckpt = tiny_checkpoint(root / "tiny.pth")
     out = root / "out"
     common = [str(ckpt), "--out", str(out)]
     assert export_main([*common, "--formats", "tflite", "--precisions", "int8",
-                        "--calib-data", str(calib), "--calib-samples", "8"]) == 0
+                        "--calib-data", str(calib), "--calib-samples", str(CALIB_IMAGES)]) == 0
     if coreml:
         assert export_main([*common, "--formats", "coreml", "--precisions", "fp32"]) == 0
     return out
