@@ -9,7 +9,7 @@ import numpy as np
 from runtimes import Runner, RuntimeLoadError, register_runtime
 
 
-@register_runtime("onnx")
+@register_runtime("onnx", "ONNX Runtime")
 class OnnxRunner(Runner):
     def _import(self) -> None:
         import onnxruntime  # noqa: F401
@@ -23,9 +23,6 @@ class OnnxRunner(Runner):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        recipe = self.entry.get("quantization_recipe") or {}
-        for key, value in (recipe.get("session_config") or {}).items():
-            opts.add_session_config_entry(str(key), str(value))  # what the artefact needs
         try:
             self.session = ort.InferenceSession(str(self.path), opts,
                                                 providers=["CPUExecutionProvider"])

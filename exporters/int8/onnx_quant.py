@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from exporters.int8.plan import PlanError, Site, onnx_site_nodes
 from kd_core.io import atomic_path
 
 CALIBRATION = "MinMax"
 
 
-def onnx_recipe() -> dict[str, Any]:
+def onnx_recipe(rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
     """Static QDQ with uint8 activations and int8 weights (U8S8): x86's VNNI instructions
-    multiply u8 by s8, and ONNX Runtime fuses every conv into QLinearConv only in this mode."""
-    from exporters.int8.rewrites import rewrites_for
-
+    multiply u8 by s8, and ONNX Runtime fuses every conv into QLinearConv only in this mode.
+    ``rewrites``: the exact float rewrites applied before the fp32 export (the recipe's)."""
     return {
         "method": "onnxruntime_quantize_static",
         "format": "QDQ",
         "activations": "uint8 per-tensor asymmetric",
         "weights": "int8 per-channel symmetric",
         "calibration": CALIBRATION,
-        "rewrites": [*rewrites_for("onnx"), "reduce_mean_to_global_average_pool"],
+        "rewrites": [*rewrites, "reduce_mean_to_global_average_pool"],
     }
 
 
@@ -69,21 +67,6 @@ def mean_to_global_pool(model: Any) -> int:
     return count
 
 
-def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Site]
-                    ) -> list[str]:
-    """ONNX node names of ``float_sites`` in the pre-processed model (``nodes_to_exclude``)."""
-    if not float_sites:
-        return []
-    import onnx
-
-    mapping = onnx_site_nodes(onnx.load(str(path)), sites)
-    found = {site: node for node, site in mapping.items() if site in float_sites}
-    missing = sorted(float_sites - set(found))
-    if missing:
-        raise PlanError(f"float site(s) {', '.join(missing)} not in the ONNX graph")
-    return sorted(found.values())
-
-
 class _Reader:
     """A ``CalibrationDataReader`` over an iterable of NCHW float32 batches."""
 
@@ -104,14 +87,10 @@ class _Reader:
 
 
 def quantize_onnx(
-    fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str,
-    float_sites: frozenset[str] = frozenset(), sites: Sequence[Site] = (),
-    calibration: str = CALIBRATION,
+    fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str
 ) -> dict[str, Any]:
-    """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns the recipe dict.
-
-    ``float_sites`` (site names of ``sites``, the model's sites in call order) stay float
-    through ``nodes_to_exclude``; ``calibration`` is a ``CalibrationMethod`` name."""
+    """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns what the run did
+    (calibration batches, graph rewrites) for the manifest's recipe (``onnx_recipe``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -134,25 +113,14 @@ def quantize_onnx(
         # One self-contained file: quant_pre_process loses track of external data files.
         onnx.save(model, str(single))
         quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
-        exclude = _excluded_nodes(pre, float_sites, sites)
         with atomic_path(out_path) as dst:
             quantize_static(
                 str(pre), str(dst), reader,
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, calibration),
-                nodes_to_exclude=exclude,
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION),
             )
     if reader.count == 0:
         raise ValueError("quantize_onnx needs at least one calibration batch")
-    recipe = onnx_recipe()
-    recipe["calibration_batches"] = reader.count
-    if calibration != CALIBRATION:
-        recipe["calibration"] = calibration
-    if exclude:
-        recipe["nodes_to_exclude"] = exclude
-        # Else ONNX Runtime's optimizer re-quantizes a float conv between int8 neighbours.
-        recipe["session_config"] = {"optimization.disable_specified_optimizers":
-                                    "WeightBiasQuantization"}
-    recipe["graph_rewrites"] = {"reduce_mean_to_global_average_pool": pools}
-    return recipe
+    return {"calibration_batches": reader.count,
+            "graph_rewrites": {"reduce_mean_to_global_average_pool": pools}}
