@@ -206,7 +206,16 @@ def base_row(model: Model, status: str, runtime: str, device: str) -> dict[str, 
             "location": "host", "size_bytes": e.bytes, "sha256": model.digest or e.sha256,
             "status": status, "decision": e.decision.to_dict(), "latency": {},
             "load_ms": None, "peak_memory_mb": None, "accuracy": None,
-            "path": str(e.file(model.root))}
+            "path": str(e.file(model.root)), **int8_fields(e)}
+
+
+def int8_fields(e: ManifestEntry) -> dict[str, Any]:
+    """What the export did to an INT8 artefact: the repair ladder's rung (None: no repair
+    ran) and the float sites of its precision plan, ``name (reason)``."""
+    plan = e.precision_plan or {}
+    return {"repair_rung": (e.repair or {}).get("rung"),
+            "float_sites": [f"{s.get('name')} ({s.get('reason')})"
+                            for s in plan.get("float_sites", [])]}
 
 
 def accuracy_row(model: Model, logits: np.ndarray, y: np.ndarray, refs: dict[str, Model],

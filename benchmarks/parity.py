@@ -16,31 +16,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kd_core.parity import Tolerances, Violation, check_row
+from kd_core.parity import sensitivity_floor as floor_of_decision
+
+__all__ = ["GateReport", "ParityGateError", "Tolerances", "Violation", "check", "check_row",
+           "gate", "gate_report", "is_unavailable", "reference_row", "row_verdict",
+           "sensitivity_floor"]
+
 UNAVAILABLE_PREFIX = "needs "  # statuses such as "needs macOS": skipped, not failed
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    max_auc_delta: float = 0.005
-    min_sensitivity: float | None = None  # None: the float student's Decision.min_sensitivity
-    max_ece_delta: float = 0.01
-
-    def to_dict(self) -> dict[str, float | None]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Violation:
-    name: str
-    format: str
-    precision: str
-    metric: str
-    value: float | None
-    limit: float | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"FAIL {self.name}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -98,47 +81,16 @@ def reference_row(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def sensitivity_floor(ref: Mapping[str, Any], tol: Tolerances) -> float | None:
-    """``tol.min_sensitivity`` when set, else the reference's ``Decision.min_sensitivity``
-    (None: the reference has no target sensitivity, so sensitivity is not gated)."""
+    """``kd_core.parity.sensitivity_floor`` of the reference row's recorded decision."""
     from kd_core.deploy import Decision
 
-    if tol.min_sensitivity is not None:
-        return tol.min_sensitivity
     decision = ref.get("decision")
-    if not isinstance(decision, Mapping):
+    if tol.min_sensitivity is None and not isinstance(decision, Mapping):
         raise ValueError(f"parity gate: the reference row {ref.get('name')!r} records no "
                          "decision (labels, threshold, target sensitivity)")
-    return Decision.from_dict(decision, f"row {ref.get('name')}").min_sensitivity
-
-
-def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
-              floor: float | None) -> list[Violation]:
-    """The violations of one artefact row against the float student row."""
-
-    def fail(metric: str, value: float | None, limit: float | None, msg: str) -> Violation:
-        return Violation(str(row["name"]), str(row.get("format")), str(row.get("precision")),
-                         metric, value, limit, msg)
-
-    status = str(row.get("status", "ok"))
-    if status != "ok":
-        return [fail("status", None, None, f"did not run ({status})")]
-    acc, ref_acc = row["accuracy"], ref["accuracy"]
-    out = []
-    delta = acc["roc_auc"] - ref_acc["roc_auc"]
-    if not abs(delta) <= tol.max_auc_delta:
-        out.append(fail("roc_auc", delta, tol.max_auc_delta,
-                        f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
-                        f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
-        out.append(fail("sensitivity", acc["sensitivity"], floor,
-                        f"sensitivity {acc['sensitivity']:.4f} at threshold "
-                        f"{acc['threshold']:.4g} is below {floor:g}"))
-    limit = ref_acc["ece"] + tol.max_ece_delta
-    if not acc["ece"] <= limit:
-        out.append(fail("ece", acc["ece"], limit,
-                        f"ece {acc['ece']:.4f} exceeds float student ECE "
-                        f"{ref_acc['ece']:.4f} + {tol.max_ece_delta:g}"))
-    return out
+    parsed = (Decision.from_dict(decision, f"row {ref.get('name')}")
+              if isinstance(decision, Mapping) else None)
+    return floor_of_decision(parsed, tol)
 
 
 def gate_report(results: Mapping[str, Any], tolerances: Tolerances | None = None,

@@ -110,11 +110,14 @@ def stage_export(student: Path, prepared: Path, p: Any, args: argparse.Namespace
     from kd_core.deploy import load_manifest
 
     out = run_dir / "export"
+    # INT8: repaired on the validation split (never the holdout), with a measured speed plan.
     options = ExportOptions(formats=tuple(args.formats), precisions=PRECISIONS,
                             calib_data=prepared, calib_samples=p.calib_samples, seed=args.seed,
-                            jobs=auto_jobs(), threads=1)
+                            jobs=auto_jobs(), threads=1, val_data=prepared, repair="auto",
+                            speed_plan="measure")
     inputs = {"student": file_key(student), "calib": file_key(prepared / "split_metadata.json"),
-              "calib_samples": p.calib_samples, "seed": args.seed, "formats": list(args.formats)}
+              "calib_samples": p.calib_samples, "seed": args.seed, "formats": list(args.formats),
+              "repair": options.repair, "speed_plan": options.speed_plan}
 
     def body() -> Done:
         result = export_checkpoint(student, out, options)

@@ -104,7 +104,7 @@ def deployment_table(results: Mapping[str, Any]) -> str:
     ref_auc, gate = student_auc(results), results.get("gate")
     head = ["Model", "Format", "Precision", "Runtime", "Device", "Size (MB)",
             f"Latency p50 (ms, {' / '.join(threads) or '-'} threads)", "ROC-AUC",
-            "ΔROC-AUC vs float student", "ECE", "Gate"]
+            "ΔROC-AUC vs float student", "ECE", "Gate", "INT8 repair (float sites)"]
     body = []
     for r in [*rows_of(results, "host"), *rows_of(results, "android")]:
         auc, acc = roc_auc(r), r.get("accuracy") or {}
@@ -116,8 +116,17 @@ def deployment_table(results: Mapping[str, Any]) -> str:
         body.append([str(r.get("name")), str(r.get("format")), str(r.get("precision")),
                      str(r.get("runtime")), f"{r.get('location', 'host')}: {r.get('device')}",
                      size_mb(r), p50s(r, threads), num(auc), num(delta, 4, signed=True),
-                     num(acc.get("ece")), verdict])
+                     num(acc.get("ece")), verdict, int8_cell(r)])
     return _md_table(head, body)
+
+
+def int8_cell(row: Mapping[str, Any]) -> str:
+    """The repair rung and float sites the export recorded (``harness.int8_fields``)."""
+    rung, sites = row.get("repair_rung"), row.get("float_sites") or []
+    if rung is None and not sites:
+        return "-"
+    shown = ", ".join(sites[:3]) + (f" +{len(sites) - 3}" if len(sites) > 3 else "")
+    return f"{rung or 'not repaired'} ({shown or 'all INT8'})"
 
 
 summary_table = deployment_table

@@ -28,6 +28,11 @@ FLOAT_PRECISIONS = ("fp32", "fp16")  # artefact precisions that are not quantize
 DEFAULT_PRECISIONS: Mapping[str, tuple[str, ...]] = {"fp32": ("fp32",), "int8": ("int8",)}
 
 
+# (int8 file, fp32 file, sites, one NCHW example image, ONNX Runtime session config) ->
+# exporters.int8.speed.SiteTimings; see exporters.int8.profile.
+SiteProfiler = Callable[[Path, Path, Any, Any, Mapping[str, str]], Any]
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
     """How a format's INT8 artefact is made (the manifest's ``quantization_recipe`` says it).
@@ -35,7 +40,9 @@ class Int8Recipe:
     ``quantizer``: "litert" (litert-torch's PT2E quantizer), "xnnpack" (ExecuTorch's),
     "coreml" (ExecuTorch's CoreMLQuantizer) or "onnxruntime" (static QDQ on the ONNX file).
     ``rewrites``: the exact float rewrites of ``exporters.int8.rewrites`` applied first. The
-    other fields tune the PT2E quantizers (``exporters.int8.quantize``).
+    next fields tune the PT2E quantizers (``exporters.int8.quantize``); the last ones are what
+    a per-site precision plan (``exporters.int8.plan``) and its speed and repair objectives
+    (``exporters.int8.objectives``) need to know about the format.
     """
 
     quantizer: str
@@ -43,8 +50,16 @@ class Int8Recipe:
     full_annotation: bool = True  # exporters.int8.annotate on top of the stock quantizer
     dynamic: bool = False  # dynamic activations (weights only static)
     relu6_range_on_binary: bool = False  # add/mul + ReLU6 -> fixed [0, 6] range, clamp dropped
-    float_depthwise_min_kernel: int = 0  # 0: quantize every depthwise conv
     fold_quantize: bool = True  # fold weight quantization into int8 constants
+    # The family whose artefacts a precision plan steers (the first of them is scored).
+    plan_family: str = "int8"
+    # How a site stays float: "unannotated" (the PT2E annotation skips it) or
+    # "nodes_to_exclude" (ONNX Runtime's quantize_static).
+    float_sites: str = "unannotated"
+    alt_observer: str = "minmax"  # the repair ladder's other activation calibration
+    # Per-site INT8 and fp32 times in the runtime's own profiler (--speed-plan measure);
+    # None: the runtime has none reachable from Python.
+    profiler: SiteProfiler | None = field(default=None, compare=False)
 
 
 ExportFn = Callable[[Any, tuple[Any, ...], Path, "ExportSettings"], "list[Artifact]"]
@@ -74,6 +89,11 @@ class ExporterSpec:
 
     def path_for(self, out_dir: Path, name: str) -> Path:
         return out_dir / f"{name}{self.extension}"
+
+    def planned_precisions(self) -> tuple[str, ...]:
+        """The artefact precisions a per-site precision plan applies to (the INT8 recipe's
+        ``plan_family``; the first is the one the repair ladder scores); () without INT8."""
+        return self.precisions.get(self.int8.plan_family, ()) if self.int8 else ()
 
 
 EXPORTERS: dict[str, ExporterSpec] = {}
@@ -132,6 +152,7 @@ __all__ = [
     "FLOAT_PRECISIONS",
     "ExporterSpec",
     "Int8Recipe",
+    "SiteProfiler",
     "get_exporter",
     "list_exporters",
     "precision_families",

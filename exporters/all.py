@@ -12,7 +12,13 @@ from pathlib import Path
 
 from exporters import get_exporter, list_exporters, precision_families
 from exporters.calibration_data import DEFAULT_SAMPLES, MIN_SAMPLES
-from exporters.run import ExportOptions, ExportResult, export_checkpoint
+from exporters.run import (
+    DEFAULT_BUDGET_MIN,
+    DEFAULT_SPEED_PLAN,
+    ExportOptions,
+    ExportResult,
+    export_checkpoint,
+)
 from kd_core import cli
 
 DEFAULT_FAMILIES = "fp32,int8"
@@ -76,9 +82,29 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
                         "the format it was on; their converters' output goes to a log shown on "
                         "failure); 1 runs everything in this process; auto: the usable cores, "
                         "at most 2")
+    _int8_arguments(p)
     p.add_argument("--verbose", action="store_true",
                    help="debug logging, and the converters' own output instead of a log tail")
     return p
+
+
+def _int8_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair", choices=("auto", "off", "recalibrate"), default=None,
+                   help="repair an INT8 artefact that drifts from the float model, judged on "
+                        "the validation split with the parity gate's rule: recalibrate its "
+                        "temperature and threshold, better calibration, float sites ranked by "
+                        "sensitivity (auto), or only the first (recalibrate); off keeps the "
+                        "artefacts as exported (default: auto with --val-data, else off)")
+    p.add_argument("--val-data", type=Path, default=None, metavar="DIR",
+                   help="labelled images for --repair: a prepared split folder or a HAM10000 "
+                        "folder, of which only the validation split is read (never the holdout)")
+    p.add_argument("--repair-budget-min", type=float, default=DEFAULT_BUDGET_MIN, metavar="N",
+                   help="wall-clock minutes the repair ladder may spend per format")
+    p.add_argument("--speed-plan", default=DEFAULT_SPEED_PLAN, metavar="off|measure|FILE",
+                   help="keep float the INT8 sites that run slower than float: measure (each "
+                        "runtime's own profiler, on this host: ExecuTorch, ONNX Runtime; the "
+                        "plan is kept only when the whole graph is faster), FILE (site timings "
+                        "from python -m benchmarks.studies.site_timings), off")
 
 
 def _jobs(value: str) -> int | None:
@@ -95,10 +121,15 @@ def _main(args: argparse.Namespace, fixed: tuple[str, ...] | None) -> int:
         calib_data=args.calib_data, calib_samples=args.calib_samples, seed=args.seed,
         jobs=_jobs(args.jobs), threads=args.threads, verbose=args.verbose,
         allow_uncalibrated=args.allow_uncalibrated,
-        allow_few_calib_images=args.allow_few_calib_images)
+        allow_few_calib_images=args.allow_few_calib_images, val_data=args.val_data,
+        repair=args.repair, repair_budget_min=args.repair_budget_min,
+        speed_plan=args.speed_plan)
     ckpt: Path = args.checkpoint
     out = args.out if args.out is not None else ckpt.parent / f"{ckpt.stem}_export"
     result = export_checkpoint(ckpt, out, options)
+    int8 = int8_summary(result)
+    if int8:
+        print("\nINT8 precision plans and repairs:\n" + "\n".join(int8), flush=True)
     print(f"\n{summary_table(result)}\n\nmanifest: {result.manifest_path}  "
           f"({len(result.artifacts)} written, {len(result.failures)} failed; "
           f"{result.seconds:.1f} s)", flush=True)
@@ -114,6 +145,32 @@ def summary_table(result: ExportResult) -> str:
     fmt_row = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt_row.format(*head), fmt_row.format(*("-" * w for w in widths))]
     return "\n".join([*lines, *(fmt_row.format(*r) for r in rows)])
+
+
+def int8_summary(result: ExportResult) -> list[str]:
+    """Per INT8 artefact with a plan or a repair: float sites, rung, validation metrics before
+    and after, size and 1-thread latency relative to fp32."""
+    lines = []
+    for a in result.artifacts:
+        plan, rep = a.entry.precision_plan or {}, a.entry.repair or {}
+        if not plan and not rep:
+            continue
+        kept = ", ".join(f"{s['name']} ({s['reason']}, {100 * s['macs_share']:.1f}% MACs)"
+                         for s in plan.get("float_sites", [])) or "none"
+        text = f"  {a.name}: float sites: {kept}"
+        if rep.get("before") and rep.get("after"):
+            b, f = rep["before"], rep["after"]
+            text += (f"; repair {rep.get('rung')}: validation ROC-AUC {b['roc_auc']:.4f} -> "
+                     f"{f['roc_auc']:.4f}, sensitivity {b['sensitivity']:.3f} -> "
+                     f"{f['sensitivity']:.3f}, ECE {b['ece']:.4f} -> {f['ece']:.4f}")
+        elif rep:
+            text += f"; repair {rep.get('rung', 'error')}: {rep.get('note') or rep.get('error')}"
+        if plan.get("size_ratio_vs_fp32") is not None:
+            text += f"; size x{plan['size_ratio_vs_fp32']:.2f} of fp32"
+        if plan.get("latency_ratio_1t_vs_fp32") is not None:
+            text += f", 1-thread latency x{plan['latency_ratio_1t_vs_fp32']:.2f}"
+        lines.append(text)
+    return lines
 
 
 def main(argv: list[str] | None = None, formats: tuple[str, ...] | None = None) -> int:

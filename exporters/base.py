@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporters.calibration_data import CalibrationSet
 from kd_core.cli import BadInput
 from kd_core.data.transforms import Preprocessing
 from kd_core.deploy import Decision, ManifestEntry
+
+if TYPE_CHECKING:
+    from exporters.int8.options import Int8Options
 
 METADATA_KEY = "edgekd_manifest"  # the key (or sidecar) an artefact embeds its entry under
 INPUT_NAME = "image"
@@ -45,6 +48,7 @@ class ExportSettings:
     calibrated: bool = True  # temperature and threshold fitted on validation data
     precisions: tuple[str, ...] = ("fp32", "int8")  # requested families
     calibration: CalibrationSet | None = None
+    int8: Int8Options | None = None  # precision plan, observer, speed and repair; None: recipe
 
     @property
     def labels(self) -> tuple[str, ...]:

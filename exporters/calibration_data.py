@@ -89,7 +89,8 @@ def balanced_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(picked)
 
 
-def _target_for(labels: Sequence[str]) -> str | None:
+def target_for(labels: Sequence[str]) -> str | None:
+    """The split's label column a checkpoint's ``labels`` match ("mel", "dx"), or None."""
     from kd_core.data.ham10000 import DX_CLASSES
 
     if list(labels) == list(DX_CLASSES):
@@ -104,7 +105,7 @@ def _from_prepared(prepared: Path, labels: Sequence[str], n: int, seed: int
     split = load_split(prepared, "train")
     if len(split) == 0:
         raise CalibrationDataError(f"{prepared}: the train split is empty")
-    target = _target_for(labels)
+    target = target_for(labels)
     if target is None:
         log.info("calibration: labels %s match neither the melanoma nor the 7-class target; "
                  "sampling without class balance", list(labels))

@@ -44,8 +44,9 @@ PRECISIONS: dict[str, tuple[str, ...]] = {"fp32": ("fp16",), "int8": ("w8",), "w
 EIGHT_BIT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale",
                  "quantize", "dequantize")
 # w8a8: ExecuTorch's CoreMLQuantizer (coremltools' own activation quantizers need macOS to
-# calibrate); Core ML cannot be timed on Linux, so no rewrites were tuned for it.
-INT8 = Int8Recipe("coreml", full_annotation=False)
+# calibrate); Core ML cannot be timed on Linux, so no rewrites were tuned for it. A precision
+# plan steers w8a8 (w8 keeps float activations); Core ML cannot run here to be repaired.
+INT8 = Int8Recipe("coreml", full_annotation=False, plan_family="w8a8")
 
 
 @cache
@@ -118,7 +119,7 @@ def _convert(wrapper: Any, example: tuple[Any, ...], cfg: ExportSettings, precis
         ready = image_classifier(rewritten, cfg.preprocessing, cfg.decision.temperature)
         batches = (torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255.0
                    for p in calib.pixels)
-        source = quantize_pt2e(ready, example, batches, FORMAT)
+        source = quantize_pt2e(ready, example, batches, FORMAT, cfg.int8)
     size = cfg.preprocessing.size
     model = ct.convert(
         torch.export.export(source, example).run_decompositions({}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,22 @@ from exporters.base import (
 from exporters.finish import Build, export_each, finish, int8_recipe
 
 FORMAT = "executorch"
+
+
+def site_timings(int8: Path, fp32: Path, sites: Any, example: Any,
+                 session_config: Mapping[str, str]) -> Any:
+    """Per-site INT8 and fp32 times from ExecuTorch's ETDump (``exporters.int8.profile``)."""
+    from exporters.int8.profile import executorch_site_timings
+
+    return executorch_site_timings(int8, fp32, sites, example)
+
+
 # ExecuTorch's XNNPACK runs hardswish int8 (through a lookup table; its decomposed form was
-# slower) but hardsigmoid only in float; its int8 5x5 depthwise kernel is slower than the fp32
-# one on x86 (measured per op with the XNNPACK profiler), so those convs stay float.
+# slower) but hardsigmoid only in float. Where its int8 kernel is slower than the fp32 one (5x5
+# depthwise convs on x86) is measured per site with its profiler: --speed-plan.
 INT8 = Int8Recipe("xnnpack", rewrites=(
     "clamp_hardswish_input", "decompose_hardsigmoid", "fold_scales"),
-    relu6_range_on_binary=True, float_depthwise_min_kernel=5)
+    relu6_range_on_binary=True, profiler=site_timings)
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
@@ -70,7 +81,7 @@ def _program(model: Any, example_inputs: tuple[Any, ...], cfg: ExportSettings,
 
     calib = cfg.require_calibration(FORMAT)
     ready = prepare_float_model(model, FORMAT, example_inputs=example_inputs)
-    quantized = quantize_pt2e(ready, example_inputs, calib.batches("NCHW"), FORMAT)
+    quantized = quantize_pt2e(ready, example_inputs, calib.batches("NCHW"), FORMAT, cfg.int8)
     return (*_lower(quantized, example_inputs), quantized)
 
 

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 FP32_ATOL = 1e-4
 CHECK_IMAGES = 8
 # What an embedded entry leaves out: it depends on the final bytes or on the export run.
-NOT_EMBEDDED = ("bytes", "sha256", "export_seconds", "graph_report", "verification")
+NOT_EMBEDDED = ("bytes", "sha256", "export_seconds", "graph_report", "verification", "repair")
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,18 @@ def int8_recipe(fmt: str, cfg: ExportSettings) -> dict[str, Any]:
     """The format's INT8 recipe for the manifest, with the calibration sample count."""
     from exporters.int8 import quantize_recipe
 
-    recipe = dict(quantize_recipe(fmt))
+    recipe = dict(quantize_recipe(fmt, cfg.int8))
     recipe.setdefault("calibration_samples", len(cfg.require_calibration(fmt)))
     return recipe
+
+
+def precision_plan(fmt: str, precision: str, cfg: ExportSettings) -> dict[str, Any] | None:
+    """The precision plan an artefact was quantized with (``exporters.int8.plan``): its float
+    sites, when it has some."""
+    plan = cfg.int8.plan if cfg.int8 is not None else None
+    if not plan or precision not in get_exporter(fmt).planned_precisions():
+        return None
+    return plan.to_dict()
 
 
 def new_entry(fmt: str, precision: str, cfg: ExportSettings, build: Build) -> ManifestEntry:
@@ -105,7 +114,8 @@ def new_entry(fmt: str, precision: str, cfg: ExportSettings, build: Build) -> Ma
         preprocessing=cfg.preprocessing, source_checkpoint_sha256=cfg.checkpoint_sha256,
         dataset=cfg.dataset, tool_versions=tool_versions(spec.tools),
         embedded_metadata=build.embedded, sidecars=(f"{name}.json",) if build.sidecar else (),
-        quantization_recipe=build.recipe, extra={"calibrated": cfg.calibrated})
+        quantization_recipe=build.recipe, precision_plan=precision_plan(fmt, precision, cfg),
+        extra={"calibrated": cfg.calibrated})
 
 
 def finish(fmt: str, precision: str, cfg: ExportSettings, out_dir: Path, clock: Stopwatch,

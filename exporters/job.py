@@ -77,14 +77,20 @@ def example_inputs(cfg: ExportSettings) -> tuple[Any, ...]:
 
 
 def run_format(fmt: str, model: Any, cfg: ExportSettings, out_dir: Path) -> FormatResult:
-    """Export one format; an exception fails its precisions, never the caller."""
+    """Export one format (then its INT8 objectives, ``exporters.int8.objectives``, when
+    ``cfg.int8`` asks for them); an exception fails its precisions, never the caller."""
     spec = get_exporter(fmt)
+    example = example_inputs(cfg)
     try:
-        arts = spec.export(model, example_inputs(cfg), out_dir, cfg)
-        return FormatResult(fmt, arts, [])
+        arts, failures = spec.export(model, example, out_dir, cfg), []
     except PartialExport as exc:
-        return FormatResult(fmt, exc.artifacts, exc.failures)
+        arts, failures = exc.artifacts, exc.failures
     except Exception as exc:
         log.debug("%s failed", fmt, exc_info=True)
         return FormatResult(fmt, [], [Failure(fmt, p, describe(exc))
                                       for p in spec.artefact_precisions(cfg.precisions)])
+    if cfg.int8 is not None and cfg.int8.active():
+        from exporters.int8.objectives import apply_objectives
+
+        arts = apply_objectives(fmt, model, example, cfg, out_dir, arts)
+    return FormatResult(fmt, arts, failures)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,20 @@ from exporters.base import (
 from exporters.finish import Build, export_each, finish, int8_recipe
 
 FORMAT = "onnx"
+
+
+def site_timings(int8: Path, fp32: Path, sites: Any, example: Any,
+                 session_config: Mapping[str, str]) -> Any:
+    """Per-site INT8 and fp32 times from ONNX Runtime's profiler (``exporters.int8.profile``)."""
+    from exporters.int8.profile import onnx_site_timings
+
+    return onnx_site_timings(int8, fp32, sites, example, session_config)
+
+
 # ONNX Runtime has no int8 hardswish/hardsigmoid: decomposed, so the whole graph runs int8.
 INT8 = Int8Recipe("onnxruntime", rewrites=(
-    "clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid", "fold_scales"))
+    "clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid", "fold_scales"),
+    float_sites="nodes_to_exclude", alt_observer="Percentile", profiler=site_timings)
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
@@ -86,13 +98,16 @@ def export_onnx(model: Any, example_inputs: tuple[Any, ...], path: Path) -> None
 def _quantize(model: Any, example_inputs: tuple[Any, ...], stage: Path, out: Path,
               cfg: ExportSettings) -> dict[str, Any]:
     from exporters.int8 import prepare_float_model, quantize_onnx
+    from exporters.int8.plan import find_sites
 
     calib = cfg.require_calibration(FORMAT)
     recipe = int8_recipe(FORMAT, cfg)
     float_file = stage / "int8_float_source.onnx"
     ready = prepare_float_model(model, FORMAT, example_inputs=example_inputs)
     export_onnx(ready, example_inputs, float_file)
-    recipe.update(quantize_onnx(float_file, out, iter(calib.normalized()[:, None]), INPUT_NAME))
+    sites = find_sites(ready, example_inputs) if cfg.int8 and cfg.int8.plan else ()
+    recipe.update(quantize_onnx(float_file, out, iter(calib.normalized()[:, None]), INPUT_NAME,
+                                cfg.int8, sites))
     return recipe
 
 

@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporters import get_exporter, list_exporters, precision_families
 from exporters.base import (
@@ -40,7 +40,13 @@ from exporters.manifest import Merge, merge_manifest, read_previous
 from kd_core.deploy import Manifest, manifest_path, write_manifest
 from kd_core.io import path_bytes
 
+if TYPE_CHECKING:
+    from exporters.int8.options import Int8Options
+    from exporters.int8.speed import SiteTimings
+
 log = logging.getLogger(__name__)
+DEFAULT_BUDGET_MIN = 10.0  # the repair ladder's wall-clock minutes per format (the issue's)
+DEFAULT_SPEED_PLAN = "off"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,10 @@ class ExportOptions:
     verbose: bool = False  # the converters' own output on the console
     allow_uncalibrated: bool = False  # export a checkpoint without a calibration record
     allow_few_calib_images: bool = False  # calibrate INT8 on fewer than MIN_SAMPLES images
+    val_data: Path | None = None  # labelled validation images (its val split) for INT8 repair
+    repair: str | None = None  # auto | off | recalibrate; None: auto with val_data, else off
+    repair_budget_min: float = DEFAULT_BUDGET_MIN
+    speed_plan: str = DEFAULT_SPEED_PLAN  # off | measure | a site-timings JSON file
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,7 @@ def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> Ex
     if jobs < 1 or options.threads < 1:
         raise UsageError(f"--jobs and --threads must be >= 1, got {jobs} and {options.threads}")
     check_out_dir(out)
+    int8 = _check_int8(options, formats, families)
     previous = read_previous(out)
     model, settings = load_settings(checkpoint, families, options.allow_uncalibrated)
     calibrate = _check_calibration(options, formats, families)
@@ -160,6 +171,7 @@ def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> Ex
         settings = replace(settings, calibration=load_calibration(
             options.calib_data, settings.preprocessing, settings.labels, options.calib_samples,
             options.seed, options.allow_few_calib_images))
+    settings = replace(settings, int8=_int8_options(options, int8, settings))
     threads = torch.get_num_threads()
     torch.manual_seed(options.seed)
     torch.set_num_threads(options.threads)
@@ -169,6 +181,59 @@ def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> Ex
     finally:
         torch.set_num_threads(threads)
     return replace(result, seconds=clock.seconds())
+
+
+def _check_int8(options: ExportOptions, formats: tuple[str, ...], families: tuple[str, ...]
+                ) -> tuple[str, str, tuple[SiteTimings, ...]]:
+    """(repair mode, speed plan, the ``--speed-plan`` file's timings), both "off" when no
+    format makes a planned INT8 artefact; a bad combination or file is a ``UsageError``
+    before any work."""
+    from exporters.int8.options import REPAIR_MODES, SPEED_MODES
+    from exporters.int8.plan import PlanError
+    from exporters.int8.speed import load_all_timings
+
+    repair = options.repair or ("auto" if options.val_data is not None else "off")
+    if repair not in REPAIR_MODES:
+        raise UsageError(f"--repair must be one of {', '.join(REPAIR_MODES)}, got {repair!r}")
+    if repair != "off" and options.val_data is None:
+        raise UsageError(f"--repair {repair} needs labelled validation images: pass --val-data "
+                         "DIR (a prepared split folder or a HAM10000 folder)")
+    if not 0 < options.repair_budget_min < float("inf"):
+        raise UsageError(f"--repair-budget-min must be a positive number of minutes, got "
+                         f"{options.repair_budget_min}")
+    planned = any(set(get_exporter(f).planned_precisions())
+                  & set(get_exporter(f).artefact_precisions(families)) for f in formats)
+    if options.repair not in (None, "off") and not planned:
+        raise UsageError(f"--repair {repair}: --formats {','.join(formats)} --precisions "
+                         f"{','.join(families)} makes no quantized artefact to repair")
+    timings: tuple[SiteTimings, ...] = ()
+    if options.speed_plan not in SPEED_MODES:
+        try:
+            timings = load_all_timings(Path(options.speed_plan))
+        except PlanError as exc:
+            raise UsageError(f"--speed-plan: {exc} (use off, measure or a site-timings file)"
+                             ) from None
+    if not planned:
+        return "off", "off", ()
+    return repair, options.speed_plan, timings
+
+
+def _int8_options(options: ExportOptions, checked: tuple[str, str, tuple[SiteTimings, ...]],
+                  settings: ExportSettings) -> Int8Options | None:
+    """What the INT8 exports are asked beyond their recipes (None: nothing), with the
+    validation split loaded for a repair (``UsageError`` for an unusable folder)."""
+    from exporters.int8.options import Int8Options
+    from exporters.validation_data import load_validation
+
+    repair, speed, timings = checked
+    if repair == "off" and speed == "off":
+        return None
+    validation = None
+    if repair != "off":
+        assert options.val_data is not None
+        validation = load_validation(options.val_data, settings.preprocessing, settings.labels)
+    return Int8Options(speed=speed, timings=timings, repair=repair,
+                       repair_budget_min=options.repair_budget_min, validation=validation)
 
 
 def export_model(model: Any, settings: ExportSettings, out: Path, formats: tuple[str, ...],

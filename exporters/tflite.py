@@ -28,7 +28,8 @@ from exporters.finish import Build, export_each, finish, int8_recipe
 
 FORMAT = "tflite"
 # TFLite's XNNPACK delegate has no int8 hardswish/hardsigmoid and splits the graph at a -inf
-# max-pool pad: with these exact rewrites the INT8 graph is one delegate partition.
+# max-pool pad: with these exact rewrites the INT8 graph is one delegate partition. LiteRT's
+# Python interpreter has no per-op profiler: its speed plans come from a site-timings file.
 INT8 = Int8Recipe("litert", rewrites=(
     "clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid", "fold_scales",
     "zero_pad_maxpool"), fold_quantize=False)
@@ -77,8 +78,9 @@ def _convert(model: Any, example: Any, cfg: ExportSettings, precision: str
     calib = cfg.require_calibration(FORMAT)
     rewritten = prepare_float_model(model, FORMAT, example_inputs=(example,))
     ready = litert_torch.to_channel_last_io(rewritten, args=[0]).eval()
-    quantized = quantize_pt2e(ready, (_nhwc(example),), calib.batches("NHWC"), FORMAT)
-    edge = litert_torch.convert(quantized, (_nhwc(example),), **tflite_convert_kwargs(FORMAT))
+    quantized = quantize_pt2e(ready, (_nhwc(example),), calib.batches("NHWC"), FORMAT, cfg.int8)
+    edge = litert_torch.convert(quantized, (_nhwc(example),),
+                                **tflite_convert_kwargs(FORMAT, cfg.int8))
     return edge, partial(_nchw_call, quantized)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.calibration_data import CalibrationDataError, _target_for
+from exporters.calibration_data import CalibrationDataError, target_for
 from kd_core.data.transforms import ImageError, Preprocessing, normalize
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def load_validation(source: str | Path, prep: Preprocessing, labels: Sequence[st
     from kd_core.data.sources import resolve_prepared
 
     source = Path(source)
-    target = _target_for(labels)
+    target = target_for(labels)
     if target is None:
         raise ValidationDataError(f"--val-data {source}: labels {list(labels)} match neither the "
                                   "melanoma nor the 7-class target, so validation has no labels")

@@ -34,16 +34,13 @@ log = logging.getLogger(__name__)
 def calibrate(model: nn.Module, data: TrainData, rt: Runtime, out: Path,
               target_sensitivity: float, seed: int) -> dict[str, Any]:
     """Temperature on val, threshold on val, then holdout metrics with both fixed; plots."""
-    from kd_core.calibration import calibration_report, fit_temperature
-    from kd_core.metrics import evaluate_predictions, softmax, threshold_for_sensitivity
+    from kd_core.calibration import calibration_report, fit_decision
+    from kd_core.metrics import evaluate_predictions
 
     pos = positive_index(data.labels)
     val_logits, val_y = predict(model, data.val, rt)
     hold_logits, hold_y = predict(model, data.holdout, rt)
-    temperature = fit_temperature(val_logits, val_y)
-    p_val = softmax(val_logits, temperature)[:, pos]
-    threshold = threshold_for_sensitivity((val_y == pos).astype(np.int64), p_val,
-                                          target_sensitivity)
+    temperature, threshold = fit_decision(val_logits, val_y, pos, target_sensitivity)
     metrics = {
         "temperature": temperature,
         "threshold": threshold,

@@ -1,10 +1,13 @@
-"""The parity gate's per-artefact checks, shared by the benchmark harness (``benchmarks.parity``)
-and the INT8 repair ladder (``exporters.int8.repair``, on the validation split).
+"""The parity gate's rule for one artefact, shared by the benchmark harness's gate
+(``benchmarks.parity``, on the holdout split) and the INT8 repair ladder (``exporters.int8.repair``,
+on the validation split): one definition, whatever the split.
 
 An artefact row passes when |ROC-AUC - float student's| <= ``max_auc_delta``, sensitivity at its
-threshold >= ``min_sensitivity`` and ECE <= the float student's ECE + ``max_ece_delta``. Rows and
-the reference are dicts with ``status`` and ``accuracy`` (``roc_auc``, ``sensitivity``,
-``threshold``, ``ece``), as ``kd_core.metrics.evaluate_predictions`` gives them.
+threshold >= the sensitivity floor (``sensitivity_floor``: ``Tolerances.min_sensitivity`` when
+set, else the float student's ``Decision.min_sensitivity``) and ECE <= the float student's ECE +
+``max_ece_delta``. Rows and the reference are mappings with ``name``, ``status`` and ``accuracy``
+(``roc_auc``, ``sensitivity``, ``threshold``, ``ece``), as ``kd_core.metrics.evaluate_predictions``
+gives them.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kd_core.deploy import Decision
+
 
 @dataclass(frozen=True)
 class Tolerances:
     max_auc_delta: float = 0.005
-    min_sensitivity: float = 0.93  # target sensitivity 0.95 - 0.02
+    min_sensitivity: float | None = None  # None: the float student's Decision.min_sensitivity
     max_ece_delta: float = 0.01
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
 
@@ -38,7 +43,16 @@ class Violation:
         return f"FAIL {self.name}: {self.message}"
 
 
-def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances) -> list[Violation]:
+def sensitivity_floor(decision: Decision | None, tol: Tolerances) -> float | None:
+    """``tol.min_sensitivity`` when set, else the float student's ``Decision.min_sensitivity``
+    (None: no target sensitivity, so sensitivity is not gated)."""
+    if tol.min_sensitivity is not None:
+        return tol.min_sensitivity
+    return None if decision is None else decision.min_sensitivity
+
+
+def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
+              floor: float | None) -> list[Violation]:
     """The violations of one artefact row against the float student row."""
 
     def fail(metric: str, value: float | None, limit: float | None, msg: str) -> Violation:
@@ -51,14 +65,14 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances) -
     acc, ref_acc = row["accuracy"], ref["accuracy"]
     out = []
     delta = acc["roc_auc"] - ref_acc["roc_auc"]
-    if abs(delta) > tol.max_auc_delta:
+    if not abs(delta) <= tol.max_auc_delta:
         out.append(fail("roc_auc", delta, tol.max_auc_delta,
                         f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
                         f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if not acc["sensitivity"] >= tol.min_sensitivity:  # also catches nan
-        out.append(fail("sensitivity", acc["sensitivity"], tol.min_sensitivity,
+    if floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
+        out.append(fail("sensitivity", acc["sensitivity"], floor,
                         f"sensitivity {acc['sensitivity']:.4f} at threshold "
-                        f"{acc['threshold']:.4g} is below {tol.min_sensitivity:g}"))
+                        f"{acc['threshold']:.4g} is below {floor:g}"))
     limit = ref_acc["ece"] + tol.max_ece_delta
     if not acc["ece"] <= limit:
         out.append(fail("ece", acc["ece"], limit,

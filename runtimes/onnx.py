@@ -23,6 +23,9 @@ class OnnxRunner(Runner):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        recipe = self.entry.quantization_recipe or {}
+        for key, value in (recipe.get("session_config") or {}).items():
+            opts.add_session_config_entry(str(key), str(value))  # what the artefact needs
         try:
             self.session = ort.InferenceSession(str(self.path), opts,
                                                 providers=["CPUExecutionProvider"])

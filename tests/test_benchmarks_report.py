@@ -37,6 +37,9 @@ def test_deployment_table_has_every_row_and_the_gate_verdicts() -> None:
                                                "0.018", "pass"]
     tflite = by_name[("mobilenet_v3_small_tflite_int8", "host")]
     assert tflite[9].strip() == "-0.0123" and tflite[11].strip() == "FAIL (roc_auc, ece)"
+    assert tflite[12].strip() == ("failed (features.0.0 (accuracy), features.4.block.1.0 "
+                                  "(speed))")  # the export's repair rung and float sites
+    assert onnx[12].strip() == "-"
     assert by_name[("mobilenet_v3_small_coreml_fp16", "host")][11].strip() == \
         "skipped (needs macOS)"
     assert by_name[("float_student_mobilenet_v3_small", "host")][11].strip() == "reference"

@@ -11,7 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-from exporters.int8.plan import PlanError, PrecisionPlan, check_plan, find_sites, float_site
+from exporters.int8.options import Int8Options
+from exporters.int8.plan import (
+    FloatSite,
+    PlanError,
+    PrecisionPlan,
+    check_plan,
+    find_sites,
+    float_site,
+)
 from exporters.int8.speed import (
     SiteTiming,
     SiteTimings,
@@ -40,6 +48,11 @@ class _Net(nn.Module):
 
 def _example() -> tuple[torch.Tensor]:
     return (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)),)
+
+
+def _float(*names: str) -> Int8Options:
+    """Options keeping ``names`` float, as a speed plan would."""
+    return Int8Options(plan=PrecisionPlan(tuple(FloatSite(n, "speed") for n in names)))
 
 
 def test_sites_are_module_names_in_call_order_with_macs() -> None:
@@ -98,9 +111,9 @@ def _weight_is_float(gm: torch.fx.GraphModule, site: str) -> bool:
     raise AssertionError(f"{site} not in graph")
 
 
-@pytest.mark.parametrize("fmt", ["executorch", "tflite"])
+@pytest.mark.parametrize("fmt", ["executorch", "tflite", "coreml"])
 def test_pt2e_leaves_float_sites_unannotated(fmt: str) -> None:
-    pytest.importorskip("executorch" if fmt == "executorch" else "litert_torch")
+    pytest.importorskip({"tflite": "litert_torch", "coreml": "coremltools"}.get(fmt, fmt))
     from exporters.int8 import quantize_pt2e
 
     model = _Net().eval()
@@ -113,15 +126,19 @@ def test_pt2e_leaves_float_sites_unannotated(fmt: str) -> None:
         x = (x[0].permute(0, 2, 3, 1).contiguous(),)
         calib = [c.permute(0, 2, 3, 1).contiguous() for c in calib]
     plain = quantize_pt2e(model, x, calib, fmt)
-    planned = quantize_pt2e(model, x, calib, fmt, float_sites=frozenset({"dw"}))
+    planned = quantize_pt2e(model, x, calib, fmt, _float("dw"))
     assert not _weight_is_float(plain, "dw")
     assert _weight_is_float(planned, "dw") and not _weight_is_float(planned, "pw.0")
     with pytest.raises(PlanError, match="not found"):
-        quantize_pt2e(model, x, calib, fmt, float_sites=frozenset({"missing"}))
+        quantize_pt2e(model, x, calib, fmt, _float("missing"))
 
 
 def test_onnx_float_site_stays_float_in_onnx_runtime(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
+    import json
+
+    import onnx
+
     from exporters.int8 import graph_report, quantize_onnx
     from exporters.onnx import export_onnx
 
@@ -129,16 +146,12 @@ def test_onnx_float_site_stays_float_in_onnx_runtime(tmp_path: Path) -> None:
     export_onnx(model, _example(), tmp_path / "f.onnx")
     calib = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)
              for i in range(4)]
-    recipe = quantize_onnx(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, "image",
-                           float_sites=frozenset({"dw"}), sites=find_sites(model, _example()))
-    assert len(recipe["nodes_to_exclude"]) == 1
-    assert "WeightBiasQuantization" in str(recipe["session_config"])
-    import onnx
-
-    from exporters.onnx import set_metadata
-
-    proto = onnx.load(str(tmp_path / "q.onnx"))
-    set_metadata(proto, {"quantization_recipe": recipe})
+    did = quantize_onnx(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, "image",
+                        _float("dw"), find_sites(model, _example()))
+    assert len(did["nodes_to_exclude"]) == 1
+    assert "WeightBiasQuantization" in str(did["session_config"])
+    proto = onnx.load(str(tmp_path / "q.onnx"))  # the recipe as the exporter embeds it
+    onnx.helper.set_model_props(proto, {"quantization_recipe": json.dumps(did)})
     onnx.save(proto, str(tmp_path / "q.onnx"))
     report = graph_report(tmp_path / "q.onnx", "onnx")
     assert report["optimized_counts"]["float"].get("Conv") == 1, report["optimized_counts"]

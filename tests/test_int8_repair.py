@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from exporters.int8.candidates import refit, score
-from exporters.int8.plan import find_sites
+from exporters.int8.options import Int8Options
+from exporters.int8.plan import FloatSite, PrecisionPlan, find_sites
 from exporters.int8.sensitivity import rank_sites
 from exporters.validation_data import ValidationSet
 from kd_core.data.transforms import Preprocessing
+from kd_core.deploy import Decision
 from kd_core.parity import Tolerances
 
 
@@ -33,6 +35,7 @@ class _Planted(nn.Module):
         self.planted = nn.Conv2d(8, 8, 1)
         self.consumer = nn.Conv2d(8, 8, 1)
         self.head = nn.Linear(8, 2)
+        assert self.planted.bias is not None
         with torch.no_grad():
             self.planted.weight[0].mul_(1000.0)
             self.planted.bias[0].mul_(1000.0)
@@ -67,7 +70,8 @@ def test_ranking_finds_the_planted_layer_and_keeping_it_float_repairs_int8() -> 
     assert ranked[-1].kl < 0.01 * ranked[0].kl
     calib = [torch.from_numpy(_images(1, 10 + i)) for i in range(8)]
     everything = quantize_pt2e(model, example, calib, "executorch")
-    repaired = quantize_pt2e(model, example, calib, "executorch", float_sites=frozenset(top2))
+    keep = Int8Options(plan=PrecisionPlan(tuple(FloatSite(n, "accuracy") for n in sorted(top2))))
+    repaired = quantize_pt2e(model, example, calib, "executorch", keep)
     val = _images(64, 3)
     assert _kl(model, repaired, val) < 0.1 * _kl(model, everything, val)
 
@@ -78,10 +82,6 @@ def _val(y: np.ndarray) -> ValidationSet:
                          np.zeros((n, 8, 8, 3), np.uint8), y, Preprocessing(size=8))
 
 
-class _Settings:
-    positive_index = 1
-
-
 def test_recalibration_restores_sensitivity_of_shifted_int8_logits() -> None:
     from kd_core.metrics import softmax, threshold_for_sensitivity
 
@@ -90,18 +90,55 @@ def test_recalibration_restores_sensitivity_of_shifted_int8_logits() -> None:
     y = (rng.random(3000) < 1 / (1 + np.exp(-s))).astype(np.int64)
     val = _val(y)
     float_logits = np.stack([np.zeros_like(s), s], 1)
-    shipped = (1.0, threshold_for_sensitivity(y, softmax(float_logits)[:, 1], 0.95))
-    tol = Tolerances(min_sensitivity=0.93)
-    ref = score(float_logits, val, _Settings(), {"roc_auc": 0, "ece": 1}, shipped, tol).metrics
+    shipped = Decision(("benign", "melanoma"), 1, 1.0,
+                       threshold_for_sensitivity(y, softmax(float_logits)[:, 1], 0.95), 0.95)
+    tol, floor = Tolerances(), shipped.min_sensitivity
+    ref = score(float_logits, val, shipped, {"roc_auc": 0, "ece": 1}, tol, floor).metrics
     int8_logits = float_logits - np.array([0.0, 0.8])  # the positive class drifted down
-    before = score(int8_logits, val, _Settings(), ref, shipped, tol)  # type: ignore[arg-type]
-    assert before.metrics["sensitivity"] < 0.93
+    before = score(int8_logits, val, shipped, ref, tol, floor)
+    assert floor is not None and before.metrics["sensitivity"] < floor
     assert any("sensitivity" in v for v in before.violations)
-    decision = refit(int8_logits, val, 1, 0.95)
-    after = score(int8_logits, val, _Settings(), ref, decision, tol)  # type: ignore[arg-type]
+    decision = refit(int8_logits, val, shipped)
+    assert decision.labels == shipped.labels and decision.target_sensitivity == 0.95
+    after = score(int8_logits, val, decision, ref, tol, floor)
     assert after.metrics["sensitivity"] >= 0.95
     assert after.metrics["roc_auc"] == pytest.approx(ref["roc_auc"])
     assert not any("sensitivity" in v or "roc_auc" in v for v in after.violations)
+
+
+def _model_labelled(prepared: Path, ckpt: Path, out: Path, gap: float = 2.0) -> Path:
+    """A copy of ``prepared`` whose validation split is labelled by the float model's own
+    argmax, keeping only images whose logit margin is beyond ``gap``: separable with room, so
+    INT8 ranks it as the float model does, whatever the shipped temperature and threshold."""
+    import csv
+    import shutil
+
+    from exporters.job import load_settings
+    from kd_core.data.dataset import decode_images
+    from kd_core.data.ham10000 import load_split
+    from kd_core.data.transforms import normalize
+
+    shutil.copytree(prepared, out)
+    model, cfg = load_settings(ckpt)
+    split = load_split(out, "val")
+    x = normalize(decode_images(split.paths, cfg.preprocessing), cfg.preprocessing)
+    with torch.no_grad():
+        z = model(torch.from_numpy(x)).numpy()
+    margin = z[:, 1] - z[:, 0]
+    path = out / "val_data.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    kept = []
+    for row, m in zip(rows, margin, strict=True):
+        if abs(m) > gap:
+            row["target"], row["dx"] = ("1", "mel") if m > 0 else ("0", "nv")
+            kept.append(row)
+    assert {r["target"] for r in kept} == {"0", "1"}, margin
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +146,44 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from exporters_support import prepared_synthetic, write_checkpoint
 
     root = tmp_path_factory.mktemp("repair")
-    return {"ckpt": write_checkpoint(root / "ck.pth", size=32, steps=20),
-            "prepared": prepared_synthetic(root, n_images=80, size=32), "root": root}
+    prepared = prepared_synthetic(root, n_images=120, size=32)
+    # A shipped decision far off (probabilities near 0.5 at T=50, threshold 0.97): the INT8
+    # artefact misses the sensitivity floor on validation until its own temperature and
+    # threshold are fitted (the checkpoint's calibration record agrees with the decision).
+    record = {"split": "val", "n": 100, "temperature": 50.0, "threshold": 0.97,
+              "target_sensitivity": 0.95}
+    off = write_checkpoint(root / "off.pth", size=32, steps=20, temperature=50.0,
+                           threshold=0.97, calibration=record)
+    return {"ckpt": write_checkpoint(root / "ck.pth", size=32, steps=20), "off_threshold": off,
+            "prepared": prepared, "root": root,
+            "model_labelled": _model_labelled(prepared, off, root / "model_labelled")}
 
 
-def _export(setup: dict[str, Path], name: str, *extra: str) -> dict[str, Any]:
+def _export(setup: dict[str, Path], name: str, *extra: str, ckpt: str = "ckpt"
+            ) -> dict[str, Any]:
+    """The one INT8 ONNX entry of an export (plus ``file_sha256`` and ``out``)."""
     from exporters.all import main
 
     out = setup["root"] / name
-    argv = [str(setup["ckpt"]), "--out", str(out), "--formats", "onnx", "--precisions", "int8",
+    argv = [str(setup[ckpt]), "--out", str(out), "--formats", "onnx", "--precisions", "int8",
             "--calib-data", str(setup["prepared"]), "--calib-samples", "16", "--jobs", "1",
-            *extra]
+            "--allow-few-calib-images", *extra]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     (entry,) = manifest["artifacts"]
     entry["file_sha256"] = hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest()
+    entry["out"] = out
     return dict(entry)
+
+
+def _embedded(entry: dict[str, Any]) -> dict[str, Any]:
+    from exporters import get_exporter
+
+    reader = get_exporter("onnx").read_metadata
+    assert reader is not None
+    meta = reader(entry["out"] / entry["path"])
+    assert meta is not None
+    return meta
 
 
 def test_repair_never_reads_the_holdout_and_off_changes_nothing(setup: dict[str, Path]) -> None:
@@ -158,3 +217,71 @@ def test_repair_never_reads_the_holdout_and_off_changes_nothing(setup: dict[str,
         assert auto["file_sha256"] == plain["file_sha256"]
     else:  # whatever was kept carries its own decision and the record of what was tried
         assert record["attempts"] and "before" in record and "after" in record
+
+
+def test_recalibrate_rung_embeds_the_artefacts_own_decision(setup: dict[str, Path]) -> None:
+    from benchmarks.harness import int8_fields
+    from kd_core.deploy import ManifestEntry
+
+    entry = _export(setup, "recal", "--repair", "recalibrate", "--val-data",
+                    str(setup["model_labelled"]), ckpt="off_threshold")
+    record = entry["repair"]
+    assert record["mode"] == "recalibrate" and record["sensitivity_floor"] == pytest.approx(0.93)
+    assert record["before"]["threshold"] == pytest.approx(0.97)
+    assert "sensitivity" in " ".join(record["before"]["violations"])
+    assert [a["rung"] for a in record["attempts"]] == ["recalibrate"]  # recalibrate: rung 1 only
+    assert record["rung"] == "recalibrate" and record["after"]["passed"], record
+    assert record["after"]["sensitivity"] >= 0.95
+    # The refitted decision is the artefact's own, in its manifest entry and embedded in it.
+    assert entry["threshold"] == pytest.approx(record["after"]["threshold"]) != 0.97
+    assert entry["temperature"] == pytest.approx(record["after"]["temperature"])
+    meta = _embedded(entry)
+    assert (meta["threshold"], meta["temperature"]) == (entry["threshold"], entry["temperature"])
+    assert "repair" not in meta  # the ladder's record is in manifest.json only
+    fields = int8_fields(ManifestEntry.from_dict(entry, "test"))  # what the report shows
+    assert fields == {"repair_rung": record["rung"], "float_sites": []}
+
+
+def test_speed_plan_file_keeps_the_slow_site_float_deterministically(
+        setup: dict[str, Path]) -> None:
+    from exporters.int8.speed import SiteTiming, SiteTimings, save_timings
+    from exporters.job import load_settings
+
+    model, _ = load_settings(setup["ckpt"])
+    sites = find_sites(model, (torch.zeros(1, 3, 32, 32),))
+    slow = next(s for s in sites if s.kind == "depthwise")
+    timings = SiteTimings("onnx", "onnxruntime (planted)", 1, 30, tuple(
+        SiteTiming(s.name, 30.0, 10.0, 2.0) if s is slow else SiteTiming(s.name, 5.0, 20.0, 1.0)
+        for s in sites))
+    path = save_timings(timings, setup["root"] / "timings.json")
+    first = _export(setup, "speed_a", "--speed-plan", str(path))
+    again = _export(setup, "speed_b", "--speed-plan", str(path))
+    assert first["file_sha256"] == again["file_sha256"]  # same timings, same artefact
+    plan = first["precision_plan"]
+    assert [(s["name"], s["reason"]) for s in plan["float_sites"]] == [(slow.name, "speed")]
+    assert plan["speed"]["applied"] is True and plan["speed"]["speed_sites"] == [slow.name]
+    assert _embedded(first)["precision_plan"]["float_sites"][0]["name"] == slow.name
+    assert len(first["quantization_recipe"]["nodes_to_exclude"]) == 1
+    floats = first["graph_report"]["optimized_counts"]["float"]
+    assert floats.get("Conv", 0) + floats.get("FusedConv", 0) == 1, floats
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--repair", "recalibrate"), "--repair recalibrate needs labelled validation images"),
+    (("--repair-budget-min", "0", "--val-data", "PREPARED"), "--repair-budget-min"),
+    (("--speed-plan", "nope.json"), "--speed-plan: nope.json: unreadable site-timings file"),
+    (("--repair", "auto", "--val-data", "PREPARED", "--precisions", "fp32"),
+     "makes no quantized artefact to repair"),
+])
+def test_bad_int8_flags_exit_2_before_any_work(setup: dict[str, Path], extra: tuple[str, ...],
+                                               message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from exporters.all import main
+
+    out = setup["root"] / "refused"
+    args = [a.replace("PREPARED", str(setup["prepared"])) for a in extra]
+    argv = [str(setup["ckpt"]), "--out", str(out), "--formats", "onnx", "--calib-data",
+            str(setup["prepared"]), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr()
+    assert message in err.out + err.err and not out.exists()

@@ -3,4 +3,6 @@
 - ``train_speed``: training throughput (images/s) of the teacher, student and KD steps.
 - ``int8_speed``: INT8 vs fp32 latency and accuracy, side by side, per runtime.
 - ``export_check``: a real-model export checked artefact by artefact against torch.
+- ``site_timings``: per-site INT8 vs fp32 times in each runtime's profiler, for
+  ``exporters.all --speed-plan FILE``.
 """

@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +39,17 @@ RUNS, WARMUP = 300, 30  # more runs than the harness: the fp32/INT8 ratio is the
 
 def time_interleaved(entries: list[Any], root: Path, threads: int, runs: int, warmup: int
                      ) -> dict[str, Any]:
-    """Load every entry, warm each up, then alternate single timed calls between them."""
+    """Load every entry, warm each up, then alternate single timed calls between them
+    (``exporters.int8.profile.time_interleaved``, the loop the exporters' speed plans use)."""
     import numpy as np
 
     from benchmarks.compat import load_runner
+    from exporters.int8.profile import time_interleaved as interleave
 
     size = entries[0].preprocessing.size
     image = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runners = [load_runner(e, root, threads) for e in entries]
-    inputs = [r.prepare(image) for r in runners]  # the artefact's own dtype and layout
-    for r, x in zip(runners, inputs, strict=True):
-        for _ in range(warmup):
-            r.invoke(x)
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in range(runs):
-        for i, (r, x) in enumerate(zip(runners, inputs, strict=True)):
-            start = time.perf_counter()
-            r.invoke(x)
-            times[i].append((time.perf_counter() - start) * 1e3)
+    times = interleave(runners, image, runs, warmup)  # on the artefact's own dtype and layout
     out = {}
     for e, t in zip(entries, times, strict=True):
         p10, p50, p90 = np.percentile(t, [10, 50, 90])

@@ -101,25 +101,6 @@ def shape_scalar_constants(gm: fx.GraphModule) -> int:
     return count
 
 
-def keep_depthwise_float(gm: fx.GraphModule, min_kernel: int) -> int:
-    """Mark depthwise convs with a kernel of at least ``min_kernel`` as handled-without-
-    quantization, so they stay float (with dequantize/quantize around them). Returns count."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    count = 0
-    for node in gm.graph.nodes:
-        if node.op != "call_function" or node.target != aten.conv2d.default:
-            continue
-        weight = node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
-        groups = node.args[6] if len(node.args) > 6 else 1
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-            continue
-        if groups == weight.shape[0] and groups > 1 and min(weight.shape[-2:]) >= min_kernel:
-            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
-            count += 1
-    return count
-
-
 def _annotated(node: fx.Node) -> bool:
     ann = node.meta.get("quantization_annotation")
     return ann is not None and bool(getattr(ann, "_annotated", False))

@@ -1,29 +1,42 @@
-"""ONNX Runtime static QDQ INT8 of an exported fp32 ONNX file."""
+"""ONNX Runtime static QDQ INT8 of an exported fp32 ONNX file.
+
+A precision plan's float sites (``exporters.int8.plan``) become ``nodes_to_exclude``; ONNX
+Runtime's optimizer would re-quantize such a float conv between int8 neighbours
+(``WeightBiasQuantization``), so the artefact then records the session option that turns that
+off (``session_config`` in its recipe; ``runtimes.onnx`` applies it).
+"""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kd_core.io import atomic_path
 
+if TYPE_CHECKING:
+    from exporters.int8.options import Int8Options
+    from exporters.int8.plan import Site
+
 CALIBRATION = "MinMax"
+KEEP_FLOAT_SITES = {"optimization.disable_specified_optimizers": "WeightBiasQuantization"}
 
 
-def onnx_recipe(rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
+def onnx_recipe(rewrites: tuple[str, ...] = (), calibration: str | None = None
+                ) -> dict[str, Any]:
     """Static QDQ with uint8 activations and int8 weights (U8S8): x86's VNNI instructions
     multiply u8 by s8, and ONNX Runtime fuses every conv into QLinearConv only in this mode.
-    ``rewrites``: the exact float rewrites applied before the fp32 export (the recipe's)."""
+    ``rewrites``: the exact float rewrites applied before the fp32 export (the recipe's);
+    ``calibration``: ONNX Runtime's ``CalibrationMethod`` (None: ``CALIBRATION``)."""
     return {
         "method": "onnxruntime_quantize_static",
         "format": "QDQ",
         "activations": "uint8 per-tensor asymmetric",
         "weights": "int8 per-channel symmetric",
-        "calibration": CALIBRATION,
+        "calibration": calibration or CALIBRATION,
         "rewrites": [*rewrites, "reduce_mean_to_global_average_pool"],
     }
 
@@ -86,11 +99,32 @@ class _Reader:
         pass
 
 
+def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Site]
+                    ) -> list[str]:
+    """ONNX node names of ``float_sites`` in the pre-processed model (``nodes_to_exclude``)."""
+    if not float_sites:
+        return []
+    import onnx
+
+    from exporters.int8.plan import PlanError, onnx_site_nodes
+
+    mapping = onnx_site_nodes(onnx.load(str(path)), sites)
+    found = {site: node for node, site in mapping.items() if site in float_sites}
+    missing = sorted(float_sites - set(found))
+    if missing:
+        raise PlanError(f"float site(s) {', '.join(missing)} not in the ONNX graph")
+    return sorted(found.values())
+
+
 def quantize_onnx(
-    fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str
+    fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str,
+    options: Int8Options | None = None, sites: Sequence[Site] = (),
 ) -> dict[str, Any]:
     """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns what the run did
-    (calibration batches, graph rewrites) for the manifest's recipe (``onnx_recipe``)."""
+    (calibration batches, graph rewrites, nodes kept float and the session option that needs)
+    for the manifest's recipe (``onnx_recipe``). ``options``' float sites (names of ``sites``,
+    the model's sites in call order) stay float; its ``observer`` names a
+    ``CalibrationMethod``."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -104,6 +138,8 @@ def quantize_onnx(
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"{fp32_path}: fp32 ONNX model not found")
+    float_sites = options.plan.names() if options is not None else frozenset()
+    method = (options.observer if options is not None else None) or CALIBRATION
     reader = _Reader(calib_batches, input_name)
     CalibrationDataReader.register(_Reader)
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,14 +149,19 @@ def quantize_onnx(
         # One self-contained file: quant_pre_process loses track of external data files.
         onnx.save(model, str(single))
         quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
+        exclude = _excluded_nodes(pre, float_sites, sites)
         with atomic_path(out_path) as dst:
             quantize_static(
                 str(pre), str(dst), reader,
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, CALIBRATION),
+                calibrate_method=getattr(CalibrationMethod, method),
+                nodes_to_exclude=exclude,
             )
     if reader.count == 0:
         raise ValueError("quantize_onnx needs at least one calibration batch")
-    return {"calibration_batches": reader.count,
-            "graph_rewrites": {"reduce_mean_to_global_average_pool": pools}}
+    did: dict[str, Any] = {"calibration_batches": reader.count,
+                           "graph_rewrites": {"reduce_mean_to_global_average_pool": pools}}
+    if exclude:
+        did.update(nodes_to_exclude=exclude, session_config=dict(KEEP_FLOAT_SITES))
+    return did

@@ -7,10 +7,11 @@
 - ONNX Runtime: ``enable_profiling`` writes a trace with one ``<node>_kernel_time`` event per
   node and its op type; the k-th conv/gemm node executed is the k-th site (fp32 graphs rename
   fused nodes, so names cannot be used); the input ``QuantizeLinear`` gives the per-element cost.
-- LiteRT: the Python interpreter has no per-op profiler (``ProfilerUnavailable``); its speed
-  plan comes from a timings file (``--speed-plan FILE``) or is not made.
+- LiteRT, Core ML: no per-op profiler reachable from Python; their speed plans come from a
+  timings file (``--speed-plan FILE``) or are not made.
 
-Times are robust means (middle half) over ``runs`` single-image inferences on one thread, in
+Which profiler a format has is its INT8 recipe's ``profiler`` (``exporters.Int8Recipe``). Times
+are robust means (middle half) over ``runs`` single-image inferences on one thread, in
 microseconds.
 """
 
@@ -20,22 +21,30 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from exporters.int8.plan import PlanError, Site
-from exporters.int8.speed import SiteTiming
+from exporters.int8.speed import SiteTiming, SiteTimings
 
 log = logging.getLogger(__name__)
-PROFILED_FORMATS = ("executorch", "onnx")
+RUNS = 30
 _ET_WEIGHTED = ("Convolution", "Fully Connected", "Deconvolution")
 
 
 class ProfilerUnavailable(RuntimeError):
-    """The runtime has no per-op profiler reachable from here."""
+    """The runtime recorded no per-op events."""
+
+
+def _timings(fmt: str, dist: str, sites: list[SiteTiming], runs: int) -> SiteTimings:
+    import platform
+    from importlib.metadata import version
+
+    host = f"{platform.machine()} {platform.processor() or platform.system()}"
+    return SiteTimings(fmt, f"{dist} {version(dist)}", 1, runs, tuple(sites), host)
 
 
 def robust_mean(values: Sequence[float]) -> float:
@@ -51,7 +60,7 @@ def _mean(rows: list[list[float]]) -> list[float]:
     return [robust_mean(col) for col in zip(*rows, strict=True)]
 
 
-def executorch_op_times(pte: Path, example: np.ndarray, runs: int = 30
+def executorch_op_times(pte: Path, example: np.ndarray, runs: int = RUNS
                         ) -> list[tuple[str, float]]:
     """(XNNPACK operator name, median us) of one inference, in execution order."""
     import torch
@@ -99,17 +108,22 @@ def _convert_ns_per_element(ops: list[tuple[str, float]], first_input: int) -> f
     return 1e3 * converts[0] / first_input if converts and first_input else 0.0
 
 
+def _boundary_us(site: Site, ns_per_element: float) -> float:
+    """Dequantizing a float site's input and quantizing its output."""
+    return ns_per_element * (int(np.prod(site.in_shape)) + int(np.prod(site.out_shape))) / 1e3
+
+
 def executorch_site_timings(int8_pte: Path, fp32_pte: Path, sites: Sequence[Site],
-                            example: np.ndarray, runs: int = 30) -> list[SiteTiming]:
-    """Per-site INT8 and fp32 times of two ``.pte`` programs of the same rewritten model."""
+                            example: np.ndarray, runs: int = RUNS) -> SiteTimings:
+    """Per-site INT8 and fp32 times of an INT8 ``.pte`` and an fp32 one of the same model."""
     q_ops = executorch_op_times(int8_pte, example, runs)
     f_ops = executorch_op_times(fp32_pte, example, runs)
     q_times = _weighted(q_ops, sites, str(int8_pte))
     f_times = _weighted(f_ops, sites, str(fp32_pte))
     ns = _convert_ns_per_element(q_ops, int(np.prod(example.shape)))
-    return [SiteTiming(s.name, q, f, ns * (int(np.prod(s.in_shape)) + int(np.prod(s.out_shape)))
-                       / 1e3)
-            for s, q, f in zip(sites, q_times, f_times, strict=True)]
+    return _timings("executorch", "executorch",
+                    [SiteTiming(s.name, q, f, _boundary_us(s, ns))
+                     for s, q, f in zip(sites, q_times, f_times, strict=True)], runs)
 
 
 _ORT_WEIGHTED = ("Conv", "FusedConv", "NhwcConv", "NhwcFusedConv", "QLinearConv", "Gemm",
@@ -117,8 +131,8 @@ _ORT_WEIGHTED = ("Conv", "FusedConv", "NhwcConv", "NhwcFusedConv", "QLinearConv"
                  "ConvInteger")
 
 
-def onnx_op_times(path: Path, example: np.ndarray, session_config: dict[str, str],
-                  runs: int = 30) -> list[tuple[str, str, float]]:
+def onnx_op_times(path: Path, example: np.ndarray, session_config: Mapping[str, str],
+                  runs: int = RUNS) -> list[tuple[str, str, float]]:
     """(node name, op type, mean us per inference) from ONNX Runtime's profiler, in execution
     order (1 thread, the default graph optimizations, the artefact's session config)."""
     import json
@@ -158,19 +172,19 @@ def _ort_weighted(ops: list[tuple[str, str, float]], sites: Sequence[Site], what
 
 
 def onnx_site_timings(int8_path: Path, fp32_path: Path, sites: Sequence[Site],
-                      example: np.ndarray, session_config: dict[str, str],
-                      runs: int = 30) -> list[SiteTiming]:
-    """Per-site times of a QDQ INT8 model and the fp32 ONNX file it was quantized from: the
-    k-th conv/gemm node executed is the k-th site."""
+                      example: np.ndarray, session_config: Mapping[str, str],
+                      runs: int = RUNS) -> SiteTimings:
+    """Per-site times of a QDQ INT8 model (with its session config) and an fp32 ONNX file of
+    the same model: the k-th conv/gemm node executed is the k-th site."""
     q_ops = onnx_op_times(int8_path, example, session_config, runs)
     f_ops = onnx_op_times(fp32_path, example, {}, runs)
     q_times = _ort_weighted(q_ops, sites, str(int8_path))
     f_times = _ort_weighted(f_ops, sites, str(fp32_path))
     quant = [t for _, op, t in q_ops if op == "QuantizeLinear"]
     ns = 1e3 * quant[0] / int(np.prod(example.shape)) if quant else 0.0
-    return [SiteTiming(s.name, q, f, ns * (int(np.prod(s.in_shape)) + int(np.prod(s.out_shape)))
-                       / 1e3)
-            for s, q, f in zip(sites, q_times, f_times, strict=True)]
+    return _timings("onnx", "onnxruntime",
+                    [SiteTiming(s.name, q, f, _boundary_us(s, ns))
+                     for s, q, f in zip(sites, q_times, f_times, strict=True)], runs)
 
 
 def time_interleaved(runners: Sequence[Any], example: np.ndarray, runs: int = 100,

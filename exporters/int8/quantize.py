@@ -7,17 +7,22 @@ measurements that chose it (``exporters/<format>.py``; ``benchmarks/int8_speed.p
   annotated, ReLU/ReLU6 fused by placing the observer after them, rank-matched constants); the
   float model has hardswish/hardsigmoid decomposed. Result: no float op, one XNNPACK partition.
 - executorch: XNNPACK's quantizer plus the same annotation; hardsigmoid folded into the
-  squeeze-excite convs; hardswish kept (XNNPACK runs it int8 through a lookup table); depthwise
-  convs with 5x5 kernels stay float.
+  squeeze-excite convs; hardswish kept (XNNPACK runs it int8 through a lookup table). Which
+  sites stay float (a depthwise conv whose int8 kernel is slower than its fp32 one) is a
+  measured per-site plan (``exporters.int8.speed``), not a recipe constant.
 - coreml: ExecuTorch's ``CoreMLQuantizer`` (int8 per-channel symmetric weights, uint8
   activations), as Apple ships it.
+
+``options`` (``exporters.int8.options.Int8Options``): its plan's float sites are left
+unannotated (``exporters.int8.plan.mark_float_sites``) and its ``observer`` ("histogram", the
+default, "minmax" or "moving_average") replaces the activation observers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,31 +33,50 @@ from exporters.int8.annotate import (
     drop_hardswish_clamps,
     drop_redundant_clamps,
     functionalize_inplace,
-    keep_depthwise_float,
     shape_scalar_constants,
 )
+from exporters.int8.plan import mark_float_sites
 from exporters.int8.rewrites import recipe_for
+
+if TYPE_CHECKING:
+    from exporters.int8.options import Int8Options
 
 QUANTIZER_NAMES = {"litert": "litert_torch PT2EQuantizer", "xnnpack": "XNNPACKQuantizer",
                    "coreml": "executorch CoreMLQuantizer"}
+OBSERVERS = ("histogram", "minmax", "moving_average")
+# Core ML's quantizer names its observers itself; None: its default (moving average).
+COREML_OBSERVERS = {None: "moving_average_min_max", "moving_average": "moving_average_min_max",
+                    "minmax": "min_max"}
 
 
-def _coreml_quantizer() -> Any:
+def _coreml_quantizer(recipe: Int8Recipe, float_sites: frozenset[str], observer: str | None
+                      ) -> Any:
+    """ExecuTorch's ``CoreMLQuantizer`` (it skips annotated nodes, as the others do)."""
     import coremltools as ct
     from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
 
+    if observer not in COREML_OBSERVERS:
+        raise ValueError(f"Core ML's quantizer has no {observer!r} observer; use one of "
+                         f"{', '.join(k for k in COREML_OBSERVERS if k)}")
     config = ct.optimize.torch.quantization.LinearQuantizerConfig(
         global_config=ct.optimize.torch.quantization.ModuleLinearQuantizerConfig(
             quantization_scheme="symmetric", activation_dtype=torch.quint8,
-            weight_dtype=torch.qint8, weight_per_channel=True))
-    return CoreMLQuantizer(config)
+            weight_dtype=torch.qint8, weight_per_channel=True,
+            activation_observer=COREML_OBSERVERS[observer]))
+    cls = _full_quantizer(CoreMLQuantizer, recipe, float_sites) if float_sites else \
+        CoreMLQuantizer
+    return cls(config)
 
 
-def make_quantizer(fmt: str, recipe: Int8Recipe | None = None) -> Any:
-    """The PT2E quantizer ``fmt``'s recipe names (litert-torch's, XNNPACK's or Core ML's)."""
+def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
+                   options: Int8Options | None = None) -> Any:
+    """The PT2E quantizer ``fmt``'s recipe names (litert-torch's, XNNPACK's or Core ML's),
+    keeping ``options``' float sites float and calibrating with its observer."""
     recipe = recipe or recipe_for(fmt)
+    float_sites = options.plan.names() if options is not None else frozenset()
+    observer = options.observer if options is not None else None
     if recipe.quantizer == "coreml":
-        return _coreml_quantizer()
+        return _coreml_quantizer(recipe, float_sites, observer)
     if recipe.quantizer == "litert":
         from litert_torch.quantize.pt2e_quantizer import (
             PT2EQuantizer,
@@ -73,23 +97,39 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None) -> Any:
         config = xnn_config(is_per_channel=True, is_dynamic=recipe.dynamic)
     else:
         raise ValueError(f"{fmt}: the {recipe.quantizer} recipe is not a PT2E quantizer")
-    cls = _full_quantizer(base, recipe) if recipe.full_annotation else base
-    return cls().set_global(config)
+    full = recipe.full_annotation or float_sites
+    cls = _full_quantizer(base, recipe, float_sites) if full else base
+    return cls().set_global(with_observer(config, observer))
 
 
-def _full_quantizer(base: type, recipe: Int8Recipe) -> type:
+def with_observer(config: Any, observer: str | None) -> Any:
+    """``config`` with its activation observers replaced (None or "histogram": unchanged)."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver, MovingAverageMinMaxObserver
+
+    if observer is not None and observer not in OBSERVERS:
+        raise ValueError(f"unknown observer {observer!r}; expected one of {OBSERVERS}")
+    if observer in (None, "histogram") or config.input_activation is None:
+        return config
+    ctr = {"minmax": MinMaxObserver,
+           "moving_average": MovingAverageMinMaxObserver}[observer].with_args(eps=2**-12)
+    act = replace(config.input_activation, observer_or_fake_quant_ctr=ctr)
+    return replace(config, input_activation=act, output_activation=act)
+
+
+def _full_quantizer(base: type, recipe: Int8Recipe, float_sites: frozenset[str]) -> type:
     class FullInt8Quantizer(base):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            functionalize_inplace(model)
-            shape_scalar_constants(model)
+            if recipe.full_annotation:
+                functionalize_inplace(model)
+                shape_scalar_constants(model)
             result: torch.fx.GraphModule = super().transform_for_annotation(model)
             return result
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            if recipe.float_depthwise_min_kernel:
-                keep_depthwise_float(model, recipe.float_depthwise_min_kernel)
-            annotate_fused(model, self.global_config,
-                           relu6_range_on_binary=recipe.relu6_range_on_binary)
+            mark_float_sites(model, float_sites)
+            if recipe.full_annotation:
+                annotate_fused(model, self.global_config,
+                               relu6_range_on_binary=recipe.relu6_range_on_binary)
             result: torch.fx.GraphModule = super().annotate(model)
             return result
 
@@ -127,34 +167,43 @@ def quantize_pt2e(
     example_inputs: tuple[Any, ...],
     calib_batches: Iterable[torch.Tensor],
     fmt: str,
+    options: Int8Options | None = None,
 ) -> torch.fx.GraphModule:
     """Static INT8 (per-channel weights) with the quantizer that suits ``fmt``; calibrated on
-    ``calib_batches`` (each a model input tensor). Pass the output of ``prepare_float_model``.
-    Returns the converted model for the converter: ``litert_torch.convert(q, args,
-    **tflite_convert_kwargs())`` or ``torch.export.export(q, args)``."""
+    ``calib_batches`` (each a model input tensor); ``options``' float sites stay float. Pass the
+    output of ``prepare_float_model``. Returns the converted model for the converter:
+    ``litert_torch.convert(q, args, **tflite_convert_kwargs(fmt, options))`` or
+    ``torch.export.export(q, args)``."""
     recipe = recipe_for(fmt)
     if recipe.quantizer == "onnxruntime":
         raise ValueError(f"{fmt} INT8 goes through quantize_onnx on the exported fp32 file")
-    return quantize_with(model, example_inputs, calib_batches, make_quantizer(fmt, recipe),
-                         fold_quantize=recipe.fold_quantize)
+    return quantize_with(model, example_inputs, calib_batches,
+                         make_quantizer(fmt, recipe, options), fold_quantize=recipe.fold_quantize)
 
 
-def tflite_convert_kwargs(fmt: str = "tflite") -> dict[str, Any]:
+def tflite_convert_kwargs(fmt: str = "tflite", options: Int8Options | None = None
+                          ) -> dict[str, Any]:
     """Extra keyword arguments for ``litert_torch.convert`` of a ``quantize_pt2e`` model."""
     if recipe_for(fmt).quantizer != "litert":
         return {}
     from litert_torch.quantize.quant_config import QuantConfig
 
-    return {"quant_config": QuantConfig(pt2e_quantizer=make_quantizer(fmt))}
+    return {"quant_config": QuantConfig(pt2e_quantizer=make_quantizer(fmt, options=options))}
 
 
-def quantize_recipe(fmt: str) -> dict[str, Any]:
-    """What the INT8 path of ``fmt`` does, for the manifest's ``quantization_recipe``."""
+# Recipe fields that describe code, not a choice recorded in the manifest.
+_NOT_RECORDED = ("quantizer", "profiler")
+
+
+def quantize_recipe(fmt: str, options: Int8Options | None = None) -> dict[str, Any]:
+    """What the INT8 path of ``fmt`` does, for the manifest's ``quantization_recipe``
+    (``options``: a non-default observer)."""
     recipe = recipe_for(fmt)
+    observer = options.observer if options is not None else None
     if recipe.quantizer == "onnxruntime":
         from exporters.int8.onnx_quant import onnx_recipe
 
-        return onnx_recipe(recipe.rewrites)
+        return onnx_recipe(recipe.rewrites, observer)
     coreml = recipe.quantizer == "coreml"
     out: dict[str, Any] = {
         "method": "pt2e_dynamic" if recipe.dynamic else "pt2e_static",
@@ -166,6 +215,8 @@ def quantize_recipe(fmt: str) -> dict[str, Any]:
         "calibration": "moving-average MinMax (activations and per-channel weights)" if coreml
         else "HistogramObserver (activations), MinMax per channel (weights)",
     }
+    if observer is not None:
+        out["calibration"] = f"{observer} observer (activations), MinMax per channel (weights)"
     out.update({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(recipe).items()
-                if k != "quantizer"})
+                if k not in _NOT_RECORDED})
     return out

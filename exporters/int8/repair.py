@@ -1,26 +1,29 @@
 """The INT8 repair ladder: instead of refusing a drifted artefact, fix it, cheapest rung first.
 
 On the validation split only (``exporters.validation_data``; the holdout is never read), each
-candidate runs in its own runtime and is judged with the parity gate's checks
-(``kd_core.parity.check_row``) against the float student on the same images:
+candidate runs in its own runtime and is judged with the parity gate's rule
+(``kd_core.parity.check_row``, the floor ``kd_core.parity.sensitivity_floor`` of the checkpoint's
+decision) against the float student on the same images:
 
-0. as exported (passes: nothing changes, the artefact stays byte-identical);
-1. recalibrate: the artefact's own temperature (NLL) and threshold (the checkpoint's target
-   sensitivity), embedded in its metadata and its manifest entry;
-2. better calibration: 4x the calibration images, then another activation observer;
+0. as exported: if it passes, nothing changes (the artefact stays byte-identical);
+1. recalibrate: the artefact's own temperature and threshold (``kd_core.calibration.
+   fit_decision``, the checkpoint's target sensitivity), embedded in it and in its manifest entry;
+2. better calibration: ``MORE_CALIBRATION`` x the calibration images, then the recipe's other
+   activation observer (``Int8Recipe.alt_observer``);
 3. mixed precision: sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top
-   1, 2, 4, ... kept float (with any speed-plan sites) until the gate passes;
-4. QAT: not built yet (``qat_steps`` is recorded; see the report).
+   1, 2, 4, ... kept float (on top of any speed-plan sites) until the gate passes.
 
-Every rung after 1 is recalibrated too. The ladder stops at the first passing candidate, or when
-``repair_budget_min`` is spent, keeping the candidate with the fewest violations.
+(QAT, the issue's opt-in fourth rung, is not built.) Every rung after 0 is recalibrated too; a
+candidate is re-exported with its own decision only when it is kept. The ladder stops at the
+first passing candidate, or when ``repair_budget_min`` is spent, keeping the candidate with the
+fewest violations. ``--repair recalibrate`` stops after rung 1.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,163 +33,172 @@ from exporters.int8.candidates import (
     Scored,
     export_candidate,
     float_logits,
+    metrics_row,
     refit,
     runtime_logits,
     score,
 )
 from exporters.int8.plan import find_sites, float_site
-from kd_core.parity import Tolerances
+from kd_core.parity import Tolerances, sensitivity_floor
 
 if TYPE_CHECKING:
-    from torch import nn
-
-    from exporters import Artifact
-    from exporters.base import ExportSettings
+    from exporters.base import Artifact, ExportSettings
     from exporters.int8.options import Int8Options
+    from exporters.validation_data import ValidationSet
+    from kd_core.deploy import Decision
 
 log = logging.getLogger(__name__)
-ALT_OBSERVER = {"tflite": "minmax", "executorch": "minmax", "coreml": "minmax",
-                "onnx": "Percentile"}
 MORE_CALIBRATION = 4
 RANKING_IMAGES = 256
 
 
 @dataclass
-class Ladder:
-    """State of one artefact's ladder: inputs, the budget clock and what was tried."""
+class Candidate:
+    """What a rung tried: its options and calibration, its own decision and its score."""
 
-    fmt: str
-    model: nn.Module
-    example: tuple[Any, ...]
+    int8: Int8Options
     cfg: ExportSettings
+    decision: Decision
+    scored: Scored
+    arts: list[Artifact] | None = None  # exported with ``decision`` embedded (None: not yet)
+
+
+@dataclass
+class Ladder:
+    fmt: str
+    model: Any
+    example: tuple[Any, ...]
     stage: Path
-    precision: str
+    val: ValidationSet
     images: np.ndarray
     ref: dict[str, float]
     tol: Tolerances
-    start: float
-    attempts: list[dict[str, Any]]
-    best: tuple[Artifact, Scored, Int8Options] | None = None
+    floor: float | None
+    budget_s: float
+    start: float = field(default_factory=time.monotonic)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    best: Candidate | None = None
     ranking: list[dict[str, Any]] | None = None
 
     def out_of_time(self) -> bool:
-        return time.monotonic() - self.start > 60 * self.cfg.int8.repair_budget_min
+        return time.monotonic() - self.start > self.budget_s
 
-    def consider(self, rung: str, detail: str, art: Artifact, scored: Scored,
-                 int8: Int8Options, seconds: float) -> bool:
+    def consider(self, rung: str, detail: str, cand: Candidate, seconds: float) -> bool:
         self.attempts.append({"rung": rung, "detail": detail, "seconds": round(seconds, 1),
-                              **scored.to_dict()})
-        log.info("%s %s: %s %s", art.name, rung, detail,
-                 "passes" if scored.passed else "; ".join(scored.violations))
-        if self.best is None or len(scored.violations) < len(self.best[1].violations):
-            self.best = (art, scored, int8)
-        return scored.passed
+                              **cand.scored.to_dict()})
+        log.info("%s repair, %s (%s): %s", self.fmt, rung, detail,
+                 "passes" if cand.scored.passed else "; ".join(cand.scored.violations))
+        if self.best is None or len(cand.scored.violations) < len(self.best.scored.violations):
+            self.best = cand
+        return cand.scored.passed
 
-    def try_options(self, rung: str, detail: str, int8: Int8Options) -> bool:
-        """Export with ``int8``, refit the decision on validation, re-export with it, score."""
+    def try_options(self, rung: str, detail: str, cfg: ExportSettings, int8: Int8Options
+                    ) -> bool:
+        """Export with ``int8`` (and ``cfg``'s calibration), refit its decision, score it."""
         clock = time.monotonic()
-        sub = self.stage / f"{rung}-{len(self.attempts)}"
-        art = export_candidate(self.fmt, self.model, self.example, self.cfg, sub, int8,
-                               self.precision)
-        logits = runtime_logits(art, self.cfg, self.images)
-        decision = refit(logits, self.cfg.int8.validation, self.cfg.positive_index,  # type: ignore[arg-type]
-                         self.cfg.int8.target_sensitivity)
-        art = export_candidate(self.fmt, self.model, self.example, self.cfg, sub, int8,
-                               self.precision, decision)
-        scored = score(logits, self.cfg.int8.validation, self.cfg, self.ref,  # type: ignore[arg-type]
-                       decision, self.tol)
-        return self.consider(rung, detail, art, scored, int8, time.monotonic() - clock)
+        sub = self.stage / f"{len(self.attempts)}-{rung}"
+        try:
+            arts = export_candidate(self.fmt, self.model, self.example, cfg, sub, int8)
+            logits = runtime_logits(arts[0], self.images)
+        except Exception as exc:  # a candidate that fails to export is one failed attempt
+            log.debug("%s candidate failed", rung, exc_info=True)
+            self.attempts.append({"rung": rung, "detail": detail,
+                                  "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        decision = refit(logits, self.val, cfg.decision)
+        scored = score(logits, self.val, decision, self.ref, self.tol, self.floor)
+        return self.consider(rung, detail, Candidate(int8, cfg, decision, scored),
+                             time.monotonic() - clock)
 
 
-def repair_artifact(fmt: str, model: nn.Module, example: tuple[Any, ...], cfg: ExportSettings,
-                    art: Artifact, stage: Path) -> tuple[Artifact, dict[str, Any]]:
-    """Run the ladder on ``art``; returns the artefact to keep (possibly ``art`` itself) and the
-    record for the manifest's ``repair`` field."""
-    val = cfg.int8.validation
-    assert val is not None
+def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
+           arts: list[Artifact], stage: Path) -> tuple[list[Artifact], Int8Options,
+                                                       dict[str, Any]]:
+    """Run the ladder on ``arts`` (the planned family, the scored one first): the artefacts to
+    keep (``arts`` themselves, or candidates in ``stage``), their options and the record for
+    the manifest entries' ``repair``."""
+    int8 = cfg.int8
+    assert int8 is not None and int8.validation is not None
+    val, decision = int8.validation, cfg.decision
+    record: dict[str, Any] = {"mode": int8.repair, "validation": val.to_manifest()}
+    if decision.positive_index is None:
+        return arts, int8, {**record, "rung": "not applicable", "note": "a decision without a "
+                            "positive class has no sensitivity or threshold to repair"}
     images = val.normalized()
-    tol = Tolerances(min_sensitivity=cfg.int8.target_sensitivity - 0.02)
-    ref = _metrics(float_logits(model, images), cfg, (cfg.temperature, cfg.threshold))
-    ladder = Ladder(fmt, model, example, cfg, stage, art.precision, images, ref, tol,
-                    time.monotonic(), [])
-    logits = runtime_logits(art, cfg, images)
-    before = score(logits, val, cfg, ref, (cfg.temperature, cfg.threshold), tol)
-    record: dict[str, Any] = {"mode": cfg.int8.repair, "validation": val.to_manifest(),
-                              "tolerances": tol.to_dict(), "float_student": ref,
-                              "before": before.to_dict(), "attempts": ladder.attempts}
+    tol = Tolerances()
+    floor = sensitivity_floor(decision, tol)
+    ref = metrics_row(float_logits(model, images), val, decision)
+    budget = int8.repair_budget_min
+    ladder = Ladder(fmt, model, example, stage, val, images, ref, tol, floor,
+                    float("inf") if budget is None else 60 * budget)
+    logits = runtime_logits(arts[0], images)
+    before = score(logits, val, decision, ref, tol, floor)
+    record.update(tolerances=tol.to_dict(), sensitivity_floor=floor, float_student=ref,
+                  before=before.to_dict(), attempts=ladder.attempts)
     if before.passed:
-        return art, {**record, "rung": "none", "after": before.to_dict()}
-    ladder.best = (art, before, cfg.int8)
-    _climb(ladder, logits)
-    assert ladder.best is not None
-    best, scored, int8 = ladder.best
-    rung = next((a["rung"] for a in ladder.attempts if a["passed"]), "failed")
-    record.update(rung=rung, after=scored.to_dict(),
+        return arts, int8, {**record, "rung": "none", "after": before.to_dict()}
+    ladder.best = Candidate(int8, cfg, decision, before, arts)
+    _climb(ladder, cfg, logits)
+    best = ladder.best
+    if best.arts is None:  # the kept candidate, now with its own decision embedded
+        best.arts = export_candidate(fmt, model, example, best.cfg, stage / "kept", best.int8,
+                                     best.decision)
+    rung = next((a["rung"] for a in ladder.attempts if a.get("passed")), "failed")
+    record.update(rung=rung, after=best.scored.to_dict(),
                   seconds=round(time.monotonic() - ladder.start, 1),
-                  float_sites=[s.to_dict() for s in int8.plan.float_sites])
+                  float_sites=[s.to_dict() for s in best.int8.plan.float_sites])
     if ladder.ranking is not None:
         record["sensitivity"] = ladder.ranking
-    return replace(best, precision_plan=int8.plan.to_dict() if int8.plan else None), record
+    return best.arts, best.int8, record
 
 
-def _metrics(logits: np.ndarray, cfg: ExportSettings, decision: tuple[float, float]
-             ) -> dict[str, float]:
-    from exporters.int8.candidates import metrics_row
-
-    assert cfg.int8.validation is not None
-    return metrics_row(logits, cfg.int8.validation, cfg.positive_index, *decision)
-
-
-def _climb(ladder: Ladder, logits: np.ndarray) -> None:
-    cfg = ladder.cfg
-    # Rung 1: the artefact's own decision, re-exported with it embedded.
+def _climb(ladder: Ladder, cfg: ExportSettings, logits: np.ndarray) -> None:
+    int8 = cfg.int8
+    assert int8 is not None
+    # Rung 1: the artefact's own decision; same graph, so no export unless it is kept.
     clock = time.monotonic()
-    assert cfg.int8.validation is not None
-    decision = refit(logits, cfg.int8.validation, cfg.positive_index, cfg.int8.target_sensitivity)
-    scored = score(logits, cfg.int8.validation, cfg, ladder.ref, decision, ladder.tol)
-    if scored.passed or cfg.int8.repair == "recalibrate":
-        art = export_candidate(ladder.fmt, ladder.model, ladder.example, cfg,
-                               ladder.stage / "recalibrate", cfg.int8, ladder.precision, decision)
-        if ladder.consider("recalibrate", f"T={decision[0]:.4g}, threshold={decision[1]:.4g}",
-                           art, scored, cfg.int8, time.monotonic() - clock) \
-                or cfg.int8.repair == "recalibrate":
-            return
-    else:
-        ladder.attempts.append({"rung": "recalibrate", "detail": "not enough alone",
-                                **scored.to_dict()})
-    if _better_calibration(ladder) or ladder.out_of_time():
+    decision = refit(logits, ladder.val, cfg.decision)
+    scored = score(logits, ladder.val, decision, ladder.ref, ladder.tol, ladder.floor)
+    detail = f"T={decision.temperature:.4g}, threshold={decision.threshold:.4g}"
+    if ladder.consider("recalibrate", detail, Candidate(int8, cfg, decision, scored),
+                       time.monotonic() - clock) or int8.repair == "recalibrate":
         return
-    _mixed_precision(ladder)
+    if _better_calibration(ladder, cfg) or ladder.out_of_time():
+        return
+    _mixed_precision(ladder, cfg)
 
 
-def _better_calibration(ladder: Ladder) -> bool:
+def _better_calibration(ladder: Ladder, cfg: ExportSettings) -> bool:
+    from exporters import get_exporter
     from exporters.calibration_data import load_calibration
 
-    cfg, calib = ladder.cfg, ladder.cfg.calibration
-    if calib is None:
-        return False
+    int8, calib = cfg.int8, cfg.calibration
+    assert int8 is not None and calib is not None
     more = load_calibration(calib.source, calib.prep, cfg.labels,
-                            MORE_CALIBRATION * len(calib), calib.seed)
+                            MORE_CALIBRATION * len(calib), calib.seed, allow_few=True)
     if len(more) > len(calib):
-        ladder.cfg = replace(cfg, calibration=more)
         if ladder.try_options("better_calibration", f"{len(more)} calibration images",
-                              cfg.int8):
+                              replace(cfg, calibration=more), int8):
             return True
+        cfg = replace(cfg, calibration=more)
     if ladder.out_of_time():
         return False
-    alt = replace(cfg.int8, observer=ALT_OBSERVER[ladder.fmt])
+    recipe = get_exporter(ladder.fmt).int8
+    assert recipe is not None
+    alt = replace(int8, observer=recipe.alt_observer)
     return ladder.try_options("better_calibration", f"observer {alt.observer}, "
-                              f"{len(ladder.cfg.calibration or [])} images", alt)
+                              f"{len(cfg.calibration or ())} images", cfg, alt)
 
 
-def _mixed_precision(ladder: Ladder) -> bool:
+def _mixed_precision(ladder: Ladder, cfg: ExportSettings) -> bool:
     from exporters.int8.sensitivity import rank_sites
 
-    cfg = ladder.cfg
+    int8, calib = cfg.int8, cfg.calibration
+    assert int8 is not None and calib is not None
     sites = find_sites(ladder.model, ladder.example)
-    calib = cfg.calibration.normalized() if cfg.calibration is not None else ladder.images
-    pick = np.random.default_rng(0).permutation(len(ladder.images))[:RANKING_IMAGES]
-    ranked = rank_sites(ladder.model, sites, calib[:RANKING_IMAGES], ladder.images[np.sort(pick)])
+    pick = np.sort(np.random.default_rng(0).permutation(len(ladder.images))[:RANKING_IMAGES])
+    ranked = rank_sites(ladder.model, sites, calib.normalized()[:RANKING_IMAGES],
+                        ladder.images[pick])
     ladder.ranking = [s.to_dict() for s in ranked]
     by_name = {s.name: s for s in sites}
     k = 1
@@ -194,9 +206,10 @@ def _mixed_precision(ladder: Ladder) -> bool:
         chosen = [float_site(by_name[s.site], sites, "accuracy",
                              {"kl": round(s.kl, 8), "sqnr_db": round(s.sqnr_db, 2)})
                   for s in ranked[:k]]
-        int8 = replace(cfg.int8, plan=cfg.int8.plan.with_sites(
-            chosen, f"accuracy: top {k} of {len(ranked)} sites by KL on validation"))
-        if ladder.try_options("mixed_precision", f"{k} most sensitive sites float", int8):
+        plan = int8.plan.with_sites(
+            chosen, f"accuracy: top {k} of {len(ranked)} sites by KL on validation")
+        if ladder.try_options("mixed_precision", f"{k} most sensitive sites float", cfg,
+                              replace(int8, plan=plan)):
             return True
         k *= 2
     return False

@@ -255,6 +255,18 @@ _ONNX_PASS_TYPE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "I
                    "MaxPool", "Relu", "Clip", "Gather", "Concat", "Slice", "Pad", "Resize"}
 
 
+def _session_config(path: Path) -> dict[str, str]:
+    """The ONNX Runtime session options an artefact's embedded recipe asks for."""
+    import json
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+             .metadata_props}
+    recipe = json.loads(props.get("quantization_recipe", "null")) or {}
+    return {str(k): str(v) for k, v in (recipe.get("session_config") or {}).items()}
+
+
 def onnx_report(path: Path) -> dict[str, Any]:
     """Counts after ONNX Runtime's QDQ fusion: quantized nodes (QLinear*, QGemm...), float
     nodes (compute on float tensors), quantize/dequantize nodes, int8 data movement."""
@@ -267,6 +279,8 @@ def onnx_report(path: Path) -> dict[str, Any]:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(opt_path)
+        for key, value in _session_config(path).items():
+            so.add_session_config_entry(key, value)
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         nodes = list(onnx.load(str(opt_path), load_external_data=False).graph.node)
     kinds = {"quantized": Counter[str](), "float": Counter[str](), "qdq": Counter[str](),

@@ -124,8 +124,9 @@ def save_timings(timings: SiteTimings, path: Path) -> Path:
     return path
 
 
-def load_timings(path: Path, fmt: str) -> SiteTimings:
-    """The timings of ``fmt`` in ``path``: one ``SiteTimings`` object or a list of them."""
+def load_all_timings(path: Path) -> tuple[SiteTimings, ...]:
+    """Every format's timings in ``path`` (one ``SiteTimings`` object or a list of them, at
+    most one per format); ``PlanError`` naming the file for anything else."""
     from kd_core.io import loads_json
 
     try:
@@ -133,7 +134,19 @@ def load_timings(path: Path, fmt: str) -> SiteTimings:
     except (OSError, ValueError) as exc:
         raise PlanError(f"{path}: unreadable site-timings file ({exc})") from None
     items = data if isinstance(data, list) else [data]
-    for item in items:
-        if isinstance(item, dict) and item.get("format") == fmt:
-            return SiteTimings.from_dict(item, str(path))
-    raise PlanError(f"{path}: no site timings for format {fmt}")
+    objects = [i for i in items if isinstance(i, dict)]
+    if not objects or len(objects) != len(items):
+        raise PlanError(f"{path}: not a site-timings file (an object or a list of objects)")
+    timings = tuple(SiteTimings.from_dict(item, str(path)) for item in objects)
+    formats = [t.format for t in timings]
+    if len(set(formats)) != len(formats):
+        raise PlanError(f"{path}: more than one set of timings for a format ({formats})")
+    return timings
+
+
+def load_timings(path: Path, fmt: str) -> SiteTimings:
+    """The timings of ``fmt`` in ``path`` (see ``load_all_timings``)."""
+    found = next((t for t in load_all_timings(path) if t.format == fmt), None)
+    if found is None:
+        raise PlanError(f"{path}: no site timings for format {fmt}")
+    return found
