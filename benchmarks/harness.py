@@ -247,7 +247,7 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
     from tqdm import tqdm
 
     from benchmarks.accuracy import decode
-    from benchmarks.latency import host_device
+    from runtimes import host_device
 
     check_config(cfg)
     models = collect_models(cfg)

@@ -101,21 +101,6 @@ def measure(entry: ManifestEntry, root: Path, threads: int, settings: LatencySet
             "peak_memory_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before}
 
 
-def host_device() -> str:
-    """CPU model and logical core count of this host, e.g. ``AMD EPYC 7B13 (2 logical cores)``."""
-    import platform
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} logical cores)"
-
-
 def tool_versions() -> dict[str, str]:
     """Versions of Python and of every runtime the harness may load."""
     import platform

@@ -60,6 +60,12 @@ class Int8Recipe:
     # Per-site INT8 and fp32 times in the runtime's own profiler (--speed-plan measure);
     # None: the runtime has none reachable from Python.
     profiler: SiteProfiler | None = field(default=None, compare=False)
+    # Site timings measured once per architecture (benchmarks.studies.site_timings), a JSON
+    # file under exporters/: the --speed-plan auto plan of those architectures.
+    stored_timings: str = ""
+
+    def stored_timings_path(self) -> Path | None:
+        return Path(__file__).parent / self.stored_timings if self.stored_timings else None
 
 
 ExportFn = Callable[[Any, tuple[Any, ...], Path, "ExportSettings"], "list[Artifact]"]

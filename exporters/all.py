@@ -100,11 +100,15 @@ def _int8_arguments(p: argparse.ArgumentParser) -> None:
                         "folder, of which only the validation split is read (never the holdout)")
     p.add_argument("--repair-budget-min", type=float, default=DEFAULT_BUDGET_MIN, metavar="N",
                    help="wall-clock minutes the repair ladder may spend per format")
-    p.add_argument("--speed-plan", default=DEFAULT_SPEED_PLAN, metavar="off|measure|FILE",
-                   help="keep float the INT8 sites that run slower than float: measure (each "
-                        "runtime's own profiler, on this host: ExecuTorch, ONNX Runtime; the "
-                        "plan is kept only when the whole graph is faster), FILE (site timings "
-                        "from python -m benchmarks.studies.site_timings), off")
+    p.add_argument("--speed-plan", default=DEFAULT_SPEED_PLAN,
+                   metavar="auto|measure|off|FILE",
+                   help="keep float the INT8 sites whose int8 kernel is slower than float: "
+                        "auto (the site timings a format's recipe ships for this architecture, "
+                        "e.g. ExecuTorch's 5x5 depthwise convs in MobileNetV3; none: all INT8), "
+                        "measure (each runtime's own profiler on this host: ExecuTorch, ONNX "
+                        "Runtime; kept only when the whole graph is faster; one more INT8 "
+                        "export per format with a plan), FILE (timings from python -m "
+                        "benchmarks.studies.site_timings), off (every site INT8)")
 
 
 def _jobs(value: str) -> int | None:

@@ -39,11 +39,13 @@ def site_timings(int8: Path, fp32: Path, sites: Any, example: Any,
 
 
 # ExecuTorch's XNNPACK runs hardswish int8 (through a lookup table; its decomposed form was
-# slower) but hardsigmoid only in float. Where its int8 kernel is slower than the fp32 one (5x5
-# depthwise convs on x86) is measured per site with its profiler: --speed-plan.
+# slower) but hardsigmoid only in float. Where its int8 kernel is slower than the fp32 one is
+# measured per site with its profiler (--speed-plan measure); the timings of MobileNetV3-Small
+# and -Large (224 px, 1 thread, x86: most 5x5 depthwise convs) ship as --speed-plan auto's.
 INT8 = Int8Recipe("xnnpack", rewrites=(
     "clamp_hardswish_input", "decompose_hardsigmoid", "fold_scales"),
-    relu6_range_on_binary=True, profiler=site_timings)
+    relu6_range_on_binary=True, profiler=site_timings,
+    stored_timings="int8/timings/executorch.json")
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:

@@ -81,6 +81,10 @@ def run_format(fmt: str, model: Any, cfg: ExportSettings, out_dir: Path) -> Form
     ``cfg.int8`` asks for them); an exception fails its precisions, never the caller."""
     spec = get_exporter(fmt)
     example = example_inputs(cfg)
+    if cfg.int8 is not None and cfg.int8.active():
+        from exporters.int8.objectives import plan_ahead
+
+        cfg = plan_ahead(fmt, model, example, cfg)
     try:
         arts, failures = spec.export(model, example, out_dir, cfg), []
     except PartialExport as exc:

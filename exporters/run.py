@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET_MIN = 10.0  # the repair ladder's wall-clock minutes per format (the issue's)
-DEFAULT_SPEED_PLAN = "off"
+DEFAULT_SPEED_PLAN = "auto"  # the stored timings of known architectures; see README/MANIFEST
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class ExportOptions:
     val_data: Path | None = None  # labelled validation images (its val split) for INT8 repair
     repair: str | None = None  # auto | off | recalibrate; None: auto with val_data, else off
     repair_budget_min: float = DEFAULT_BUDGET_MIN
-    speed_plan: str = DEFAULT_SPEED_PLAN  # off | measure | a site-timings JSON file
+    speed_plan: str = DEFAULT_SPEED_PLAN  # off | auto | measure | a site-timings JSON file
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,8 @@ def _check_int8(options: ExportOptions, formats: tuple[str, ...], families: tupl
         try:
             timings = load_all_timings(Path(options.speed_plan))
         except PlanError as exc:
-            raise UsageError(f"--speed-plan: {exc} (use off, measure or a site-timings file)"
-                             ) from None
+            raise UsageError(f"--speed-plan: {exc} (use {', '.join(SPEED_MODES)} or a "
+                             "site-timings file)") from None
     if not planned:
         return "off", "off", ()
     return repair, options.speed_plan, timings
@@ -226,6 +226,14 @@ def _int8_options(options: ExportOptions, checked: tuple[str, str, tuple[SiteTim
     from exporters.validation_data import load_validation
 
     repair, speed, timings = checked
+    if speed == "auto":  # the timings the recipes ship for this architecture, if any
+        from exporters.int8.speed import load_all_timings
+
+        paths = [r.stored_timings_path() for f in list_exporters()
+                 if (r := get_exporter(f).int8) is not None]
+        timings = tuple(t for p in paths if p is not None for t in load_all_timings(p)
+                        if t.arch == settings.arch)
+        speed = "auto" if timings else "off"
     if repair == "off" and speed == "off":
         return None
     validation = None

@@ -150,6 +150,23 @@ def get_runtime(fmt: str) -> RuntimeSpec:
     return RUNTIMES[fmt]
 
 
+def host_device() -> str:
+    """CPU model and logical core count of this host, e.g. ``AMD EPYC 7B13 (2 logical cores)``:
+    where runners are timed (benchmarks, the exporters' speed plans)."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} logical cores)"
+
+
 def load_runner(entry: ManifestEntry | Mapping[str, Any], root: Path, threads: int = 1
                 ) -> Runner:
     """Load the artefact a manifest entry describes (its ``path`` relative to ``root``). A
@@ -176,6 +193,7 @@ __all__ = [
     "RuntimeSpec",
     "RuntimeUnavailable",
     "get_runtime",
+    "host_device",
     "list_runtimes",
     "load_runner",
     "register_runtime",

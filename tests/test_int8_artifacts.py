@@ -180,7 +180,10 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
             assert float((got - want).abs().max()) <= 1.01 * step, (step, got, want)
     assert report["delegate_partitions"] == 1 and report["undelegated_ops"] == 0
     assert report["delegated_nodes"] > 0 and "float_ops" in report  # public + XNNPACK graph
-    assert quantize_recipe("executorch")["float_depthwise_min_kernel"] == 5
+    # Which sites stay float is a measured per-site plan (exporters.int8.speed; the recipe
+    # ships timings for known architectures), no longer a kernel-size constant.
+    recipe = quantize_recipe("executorch")
+    assert "float_depthwise_min_kernel" not in recipe and recipe["stored_timings"]
 
 
 class _Head(nn.Module):

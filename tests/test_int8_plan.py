@@ -156,3 +156,47 @@ def test_onnx_float_site_stays_float_in_onnx_runtime(tmp_path: Path) -> None:
     report = graph_report(tmp_path / "q.onnx", "onnx")
     assert report["optimized_counts"]["float"].get("Conv") == 1, report["optimized_counts"]
     assert report["optimized_counts"]["quantized"].get("QLinearConv") == 2
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_executorch_ships_measured_timings_for_mobilenet_v3(arch: str) -> None:
+    """``--speed-plan auto``: the timings ExecuTorch's recipe ships keep float what its profiler
+    measured slower in int8, MobileNetV3's 5x5 depthwise convs (once a hard-coded rule)."""
+    from exporters import get_exporter
+    from exporters.int8.speed import load_all_timings, pick_timings
+    from kd_core.models import create_model
+
+    def stored_timings(fmt: str) -> tuple[SiteTimings, ...]:
+        recipe = get_exporter(fmt).int8
+        path = recipe.stored_timings_path() if recipe is not None else None
+        return load_all_timings(path) if path is not None else ()
+
+    model = create_model(arch, 2).eval()
+    for size in (64, 224):
+        sites = find_sites(model, (torch.zeros(1, 3, size, size),))
+        timings = pick_timings(stored_timings("executorch"), "executorch", arch, size)
+        assert timings is not None and timings.arch == arch and timings.runs > 0
+        plan = speed_plan(timings.sites, sites)
+        five = {s.name for s in sites if s.kind == "depthwise" and s.kernel == (5, 5)}
+        assert plan and plan.names() <= five, sorted(plan.names() - five)
+    assert pick_timings(stored_timings("executorch"), "executorch", "tiny_mobilenet", 32) is None
+    assert stored_timings("onnx") == ()  # measured slower as a whole: ONNX Runtime ships none
+
+
+def test_auto_speed_plan_is_the_recipes_timings_for_the_architecture() -> None:
+    from exporters.base import ExportSettings
+    from exporters.run import ExportOptions, _int8_options
+    from kd_core.data.transforms import Preprocessing
+    from kd_core.deploy import Decision
+
+    def settings(arch: str) -> ExportSettings:
+        return ExportSettings(arch, Decision(("benign", "melanoma"), 1), Preprocessing(size=64),
+                              "sha")
+
+    auto = _int8_options(ExportOptions(), ("off", "auto", ()), settings("mobilenet_v3_small"))
+    assert auto is not None and auto.speed == "auto" and auto.active()
+    chosen = auto.timings_for("executorch", "mobilenet_v3_small", 64)
+    assert chosen is not None and chosen.arch == "mobilenet_v3_small"
+    assert auto.timings_for("onnx", "mobilenet_v3_small", 64) is None
+    # No stored timings for the architecture (and no repair): nothing to do, as with off.
+    assert _int8_options(ExportOptions(), ("off", "auto", ()), settings("tiny_mobilenet")) is None

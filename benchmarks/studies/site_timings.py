@@ -8,7 +8,11 @@ and profiles every site ``--repeat`` times with the profiler on the format's INT
 (``exporters.Int8Recipe.profiler``), keeping per site the median of the repeats. The file holds
 one ``SiteTimings`` per format; ``python -m exporters.all CKPT --speed-plan timings.json`` then
 derives the same plan from it on any machine (``exporters.int8.speed.speed_plan`` is a pure
-function of the timings). Exit codes: 0 written, 1 a format failed, 2 bad input.
+function of the timings). ``CKPT_OR_ARCH`` is a checkpoint or a registry architecture (random
+weights: kernel times do not depend on them), at ``--image-size`` (as
+``benchmarks.studies.int8_speed``). The timings a format's recipe ships
+(``Int8Recipe.stored_timings``, used by ``--speed-plan auto``) are made with this command.
+Exit codes: 0 written, 1 a format failed, 2 bad input.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("python -m benchmarks.studies.site_timings",
                    "Per-site INT8/fp32 timings of a checkpoint, for exporters.all --speed-plan "
                    "FILE.")
-    p.add_argument("checkpoint", type=Path, metavar="CKPT", help="a calibrated checkpoint .pth")
+    p.add_argument("model", metavar="CKPT_OR_ARCH",
+                   help="a checkpoint .pth or a registry architecture (random weights)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="input size (default: the checkpoint's; 224 for an architecture)")
     p.add_argument("--calib-data", type=Path, required=True, metavar="DIR",
                    help="INT8 calibration images (as exporters.all --calib-data)")
     p.add_argument("--calib-samples", type=int, default=256, metavar="N",
@@ -54,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def measure(checkpoint: Path, calib_data: Path, samples: int, formats: tuple[str, ...],
-            repeat: int) -> list[dict[str, Any]]:
+def measure(checkpoint: Path, trained: bool, calib_data: Path, samples: int,
+            formats: tuple[str, ...], repeat: int) -> list[dict[str, Any]]:
     """One ``SiteTimings`` dict per format, per-site medians over ``repeat`` profiles."""
     import torch
 
@@ -64,7 +71,7 @@ def measure(checkpoint: Path, calib_data: Path, samples: int, formats: tuple[str
     from exporters.job import example_inputs, load_settings
 
     torch.set_num_threads(1)
-    model, cfg = load_settings(checkpoint)
+    model, cfg = load_settings(checkpoint, allow_uncalibrated=not trained)
     cfg = replace(cfg, calibration=load_calibration(calib_data, cfg.preprocessing, cfg.labels,
                                                     samples))
     example = example_inputs(cfg)
@@ -92,11 +99,13 @@ def _format_timings(fmt: str, model: Any, example: tuple[Any, ...], cfg: Any, si
                                         for f in ("int8_us", "fp32_us", "boundary_us")))
                    for i, t in enumerate(runs[0].sites))
     log.info("%s: %d sites timed", fmt, len(merged))
-    result: dict[str, Any] = replace(runs[0], sites=merged, runs=runs[0].runs * repeat).to_dict()
+    result: dict[str, Any] = replace(runs[0], sites=merged, runs=runs[0].runs * repeat,
+                                     arch=cfg.arch, image_size=cfg.preprocessing.size).to_dict()
     return result
 
 
 def _main(args: argparse.Namespace) -> int:
+    from benchmarks.studies.int8_speed import study_checkpoint
     from kd_core.io import check_output_dir, write_json
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -107,11 +116,11 @@ def _main(args: argparse.Namespace) -> int:
                            f"use {', '.join(known)}")
     if args.repeat < 1:
         raise cli.BadInput(f"--repeat must be >= 1, got {args.repeat}")
-    if not args.checkpoint.is_file():
-        raise cli.BadInput(f"{args.checkpoint}: checkpoint not found")
     check_output_dir(args.out.parent)
-    write_json(args.out, measure(args.checkpoint, args.calib_data, args.calib_samples, formats,
-                                 args.repeat))
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, trained = study_checkpoint(args.model, args.image_size, Path(tmp))
+        write_json(args.out, measure(ckpt, trained, args.calib_data, args.calib_samples,
+                                     formats, args.repeat))
     print(f"site timings: {args.out}")
     return cli.EXIT_OK
 

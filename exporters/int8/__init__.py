@@ -3,10 +3,17 @@
 The seam used by ``exporters/{tflite,executorch,onnx,coreml}.py``:
 
 - ``prepare_float_model(model, fmt)``: an exact, quantization-friendly float copy for ``fmt``.
-- ``quantize_pt2e(model, example_inputs, calib_batches, fmt)``: PT2E static INT8, ready for the
-  format's converter; ``tflite_convert_kwargs(fmt)`` gives extra converter arguments.
-- ``quantize_onnx(fp32_path, out_path, calib_batches, input_name)``: ONNX Runtime QDQ INT8.
-- ``quantize_recipe(fmt)``: what was done, for the manifest's ``quantization_recipe``.
+- ``quantize_pt2e(model, example_inputs, calib_batches, fmt, options)``: PT2E static INT8,
+  ready for the format's converter; ``tflite_convert_kwargs(fmt, options)`` gives extra
+  converter arguments.
+- ``quantize_onnx(fp32_path, out_path, calib_batches, input_name, options, sites)``: ONNX
+  Runtime QDQ INT8.
+- ``quantize_recipe(fmt, options)``: what was done, for the manifest's ``quantization_recipe``.
+
+``options`` (``exporters.int8.options.Int8Options``, the settings' ``int8``) carries the per-site
+precision plan (``plan``: float sites, ``speed``: where INT8 is slower, ``sensitivity``: where it
+hurts accuracy) and the calibration observer; ``objectives`` runs the speed plan and the repair
+ladder (``repair``, ``candidates``) after a format's export.
 - ``graph_report(path, fmt)``: float ops left, delegate partitions, quantized vs float nodes
   (ExecuTorch also needs the lowered graph module);
   ``graph_summary(report)`` makes it one line for the export summary.

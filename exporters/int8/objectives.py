@@ -5,11 +5,12 @@ LiteRT's int8 artefact and anything made from it, Core ML's w8a8).
 ``apply_objectives`` runs in ``exporters.job.run_format`` when ``ExportSettings.int8`` asks for
 it (``Int8Options.active``):
 
-1. speed (``--speed-plan measure|FILE``): per-site timings from the recipe's ``profiler`` on
-   this host (or the timings file), ``speed.speed_plan``, a re-export with those sites float.
-   Measured here, the plan is kept only when the whole graph is faster too (interleaved
-   1-thread runs); from a file (measured on a quiet host) it is applied as is, so the same
-   file always gives the same artefact;
+1. speed: with ``--speed-plan measure``, per-site timings from the recipe's ``profiler`` on
+   this host, ``speed.speed_plan``, a re-export with those sites float, kept only when the
+   whole graph is faster too (interleaved 1-thread runs). Timings measured before (``auto``:
+   the recipe's ``stored_timings`` for this architecture; ``FILE``) were already applied by
+   the export itself (``plan_ahead``, in ``exporters.job.run_format``): the same timings
+   always give the same artefact, at no extra cost; this step records them;
 2. repair (``--repair auto|recalibrate`` with ``--val-data``): ``exporters.int8.repair``;
 3. the size and 1-thread latency of the scored artefact relative to the format's fp32 one, and
    for a ladder that ranked sites, a sensitivity bar chart ``<name>_sensitivity.png`` beside it.
@@ -94,6 +95,28 @@ def _repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     return group, int8, record
 
 
+def plan_ahead(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings
+               ) -> ExportSettings:
+    """``cfg`` with the speed plan of timings measured before (``--speed-plan auto|FILE``)
+    added to its precision plan, so that the format's one export applies it."""
+    from exporters.int8.plan import find_sites
+    from exporters.int8.speed import speed_plan
+
+    int8 = cfg.int8
+    if int8 is None or int8.speed in ("off", "measure"):
+        return cfg
+    timings = int8.timings_for(fmt, cfg.arch, cfg.preprocessing.size)
+    if timings is None:
+        return cfg
+    try:
+        plan = speed_plan(timings.sites, find_sites(model, example))
+    except Exception as exc:  # e.g. timings of another model: recorded by the speed step
+        log.warning("%s %s: speed plan not applied: %s", cfg.arch, fmt, describe(exc))
+        return cfg
+    return replace(cfg, int8=replace(int8, plan=int8.plan.with_sites(plan.float_sites,
+                                                                     *plan.notes)))
+
+
 def _speed(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
            arts: list[Artifact], group: list[Artifact], stage: Path
            ) -> tuple[list[Artifact], Int8Options, dict[str, Any]]:
@@ -109,19 +132,21 @@ def _speed(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
         return group, int8, {"speed": {"source": int8.speed, "applied": False, "note": timings}}
     plan = speed_plan(timings.sites, sites)
     record: dict[str, Any] = {
-        "source": int8.speed, "runtime": timings.runtime, "host": timings.host,
-        "threads": timings.threads, "site_gains": site_gains(timings.sites),
-        "speed_sites": [s.name for s in plan.float_sites], "applied": bool(plan)}
+        "source": int8.speed, "measured": timings.describe(), "site_gains":
+        site_gains(timings.sites), "speed_sites": [s.name for s in plan.float_sites]}
+    if int8.speed != "measure":  # applied in the export itself (plan_ahead), not re-timed
+        record["applied"] = bool(plan) and plan.names() <= int8.plan.names()
+        return group, int8, {"speed": record}
+    record["applied"] = bool(plan)
     if not plan:
         return group, int8, {"speed": record}
     planned = replace(int8, plan=int8.plan.with_sites(plan.float_sites, *plan.notes))
     cand = export_candidate(fmt, model, example, cfg, stage / "speed", planned)
-    if int8.speed == "measure":  # confirmed on the whole graph, on the host that measured
-        base_ms, cand_ms = _time_pair(group[0], cand[0])
-        record["applied"] = confirmed(base_ms, cand_ms)
-        record["whole_graph_ms"] = {"all_int8_p50": round(statistics.median(base_ms), 4),
-                                    "planned_p50": round(statistics.median(cand_ms), 4),
-                                    "runs": len(base_ms)}
+    base_ms, cand_ms = _time_pair(group[0], cand[0])  # the whole graph, on this host
+    record["applied"] = confirmed(base_ms, cand_ms)
+    record["whole_graph_ms"] = {"all_int8_p50": round(statistics.median(base_ms), 4),
+                                "planned_p50": round(statistics.median(cand_ms), 4),
+                                "runs": len(base_ms)}
     log.info("%s: speed plan %s (%d sites float)", group[0].name,
              "kept" if record["applied"] else "dropped", len(plan.float_sites))
     return (cand, planned, {"speed": record}) if record["applied"] else \
@@ -136,8 +161,9 @@ def _timings(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings
 
     assert cfg.int8 is not None
     if cfg.int8.speed != "measure":
-        found = cfg.int8.timings_for(fmt)
-        return found if found is not None else f"{cfg.int8.speed} has no {fmt} timings"
+        found = cfg.int8.timings_for(fmt, cfg.arch, cfg.preprocessing.size)
+        return found if found is not None else \
+            f"no {fmt} timings for {cfg.arch} ({cfg.int8.speed})"
     recipe = get_exporter(fmt).int8
     assert recipe is not None
     if recipe.profiler is None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from exporters.validation_data import ValidationSet
 
 REPAIR_MODES = ("auto", "off", "recalibrate")
-SPEED_MODES = ("off", "measure")  # or the path of a site-timings file
+SPEED_MODES = ("off", "auto", "measure")  # or the path of a site-timings file
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Int8Options:
 
     plan: PrecisionPlan = field(default_factory=PrecisionPlan)
     observer: str | None = None  # None: the recipe's (PT2E observer or ONNX calibration method)
-    speed: str = "off"  # off | measure | the site-timings file the timings came from
-    timings: tuple[SiteTimings, ...] = ()  # read from the --speed-plan file
+    speed: str = "off"  # off | measure | auto | the site-timings file the timings came from
+    timings: tuple[SiteTimings, ...] = ()  # from that file (auto: the recipes' stored ones)
     repair: str = "off"  # off | recalibrate | auto (resolved: never auto without validation)
     repair_budget_min: float | None = None  # the ladder's wall clock per format; None: no limit
     validation: ValidationSet | None = field(default=None, repr=False, compare=False)
@@ -41,5 +41,8 @@ class Int8Options:
         """True when something runs after the export: a speed objective or a repair."""
         return self.speed != "off" or (self.repair != "off" and self.validation is not None)
 
-    def timings_for(self, fmt: str) -> SiteTimings | None:
-        return next((t for t in self.timings if t.format == fmt), None)
+    def timings_for(self, fmt: str, arch: str, image_size: int) -> SiteTimings | None:
+        """The given timings that apply to ``fmt`` and this model (``speed.pick_timings``)."""
+        from exporters.int8.speed import pick_timings
+
+        return pick_timings(self.timings, fmt, arch, image_size)

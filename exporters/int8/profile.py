@@ -40,11 +40,11 @@ class ProfilerUnavailable(RuntimeError):
 
 
 def _timings(fmt: str, dist: str, sites: list[SiteTiming], runs: int) -> SiteTimings:
-    import platform
     from importlib.metadata import version
 
-    host = f"{platform.machine()} {platform.processor() or platform.system()}"
-    return SiteTimings(fmt, f"{dist} {version(dist)}", 1, runs, tuple(sites), host)
+    from runtimes import host_device
+
+    return SiteTimings(fmt, f"{dist} {version(dist)}", 1, runs, tuple(sites), host_device())
 
 
 def robust_mean(values: Sequence[float]) -> float:

@@ -61,11 +61,18 @@ class SiteTimings:
     runs: int
     sites: tuple[SiteTiming, ...]
     host: str = ""
+    arch: str = ""  # the model measured (its registry name) and its input size, when known
+    image_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": TIMINGS_VERSION, "format": self.format, "runtime": self.runtime,
                 "threads": self.threads, "runs": self.runs, "host": self.host,
+                "arch": self.arch, "image_size": self.image_size,
                 "sites": [asdict(t) for t in self.sites]}
+
+    def describe(self) -> str:
+        what = f"{self.arch}, {self.image_size} px, " if self.arch else ""
+        return f"{what}{self.runtime}, {self.threads} thread(s), {self.host}"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str) -> SiteTimings:
@@ -75,7 +82,8 @@ class SiteTimings:
             sites = tuple(SiteTiming(str(s["site"]), float(s["int8_us"]), float(s["fp32_us"]),
                                      float(s.get("boundary_us", 0.0))) for s in d["sites"])
             return cls(str(d["format"]), str(d.get("runtime", "")), int(d.get("threads", 1)),
-                       int(d.get("runs", 0)), sites, str(d.get("host", "")))
+                       int(d.get("runs", 0)), sites, str(d.get("host", "")),
+                       str(d.get("arch", "")), int(d.get("image_size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"{source}: not a site-timings file ({exc})") from None
 
@@ -138,10 +146,21 @@ def load_all_timings(path: Path) -> tuple[SiteTimings, ...]:
     if not objects or len(objects) != len(items):
         raise PlanError(f"{path}: not a site-timings file (an object or a list of objects)")
     timings = tuple(SiteTimings.from_dict(item, str(path)) for item in objects)
-    formats = [t.format for t in timings]
-    if len(set(formats)) != len(formats):
-        raise PlanError(f"{path}: more than one set of timings for a format ({formats})")
+    keys = [(t.format, t.arch, t.image_size) for t in timings]
+    if len(set(keys)) != len(keys):
+        raise PlanError(f"{path}: more than one set of timings for a format, architecture and "
+                        f"size ({keys})")
     return timings
+
+
+def pick_timings(timings: Sequence[SiteTimings], fmt: str, arch: str, image_size: int
+                 ) -> SiteTimings | None:
+    """The timings of ``fmt`` for ``arch`` (or for no named architecture), measured at the image
+    size nearest ``image_size`` (which int8 kernel is slower than its fp32 one depends on the
+    kernel, not much on the size); None when there are none."""
+    found = [t for t in timings if t.format == fmt and t.arch in ("", arch)]
+    found.sort(key=lambda t: (abs(t.image_size - image_size), t.image_size))
+    return found[0] if found else None
 
 
 def load_timings(path: Path, fmt: str) -> SiteTimings:
