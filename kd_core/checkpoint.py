@@ -77,12 +77,14 @@ def positive_index(labels: list[str]) -> int:
     return len(labels) - 1
 
 
-def calibration_record(split: str, n: int, temperature: float, threshold: float,
+def calibration_record(split: str, n: int, temperature: float, threshold: float | None,
                        target_sensitivity: float) -> dict[str, Any]:
     """The ``calibration`` entry: where and on how many images temperature and threshold were
-    fitted, and the values fitted (they must equal the checkpoint's own)."""
+    fitted, and the values fitted (they must equal the checkpoint's own; no threshold for a
+    model decided by argmax)."""
     return {"split": split, "n": int(n), "temperature": float(temperature),
-            "threshold": float(threshold), "target_sensitivity": float(target_sensitivity)}
+            "threshold": None if threshold is None else float(threshold),
+            "target_sensitivity": float(target_sensitivity)}
 
 
 def build_checkpoint(
@@ -91,28 +93,32 @@ def build_checkpoint(
     labels: list[str],
     preprocessing: Preprocessing,
     temperature: float = 1.0,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     *,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
     dataset: str | None = None,
     calibration: dict[str, Any] | None = None,
+    positive: int | str | None = "from labels",
     **extra: Any,
 ) -> dict[str, Any]:
     """A checkpoint dict. Without ``calibration`` (see ``calibration_record``) it is not
-    deployable: ``is_calibrated`` is False and the exporters refuse it by default."""
+    deployable: ``is_calibrated`` is False and the exporters refuse it by default.
+    ``positive``: the index of the positive class (None: decided by argmax, no threshold); by
+    default melanoma's index, else the last class (``positive_index``)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    pos = positive_index(list(labels)) if isinstance(positive, str) else positive
     ckpt = {
         "format_version": FORMAT_VERSION,
         "arch": arch,
         "num_classes": len(labels),
         "labels": list(labels),
-        "positive_index": positive_index(list(labels)),
+        "positive_index": pos,
         "state_dict": state,
         "preprocessing": preprocessing.to_dict(),
         "temperature": float(temperature),
-        "threshold": float(threshold),
+        "threshold": None if threshold is None else float(threshold),
         "target_sensitivity": float(target_sensitivity),
         "config": plain(config or {}),
         "metrics": plain(metrics or {}),

@@ -33,7 +33,8 @@ PROG = "python -m kd_core.train"
 def _data_args(p: argparse.ArgumentParser) -> None:
     d = DataConfig()
     p.add_argument("--data-dir", type=Path, required=True,
-                   help="HAM10000 folder (prepared on first use) or a prepared split folder")
+                   help="HAM10000 folder, image folder (<class>/*.jpg) or CSV file "
+                   "(path,label[,group]), prepared on first use; or a prepared split folder")
     p.add_argument("--prepared-dir", type=Path,
                    help="where splits and the image cache go (default: the user cache, "
                    "$EDGEKD_CACHE or ~/.cache/edgekd/prepared/<name>-<hash>)")
@@ -43,8 +44,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input, pixels")
     p.add_argument("--resize", choices=("squash", "center_crop"), default=d.resize,
                    help="how an image becomes a square")
-    p.add_argument("--target", choices=("mel", "dx"), default=d.target,
-                   help="mel: melanoma vs rest; dx: the 7 diagnoses")
+    p.add_argument("--target", choices=("auto", "mel", "dx"), default=d.target,
+                   help="auto: HAM10000 melanoma vs rest, other data every class (argmax); "
+                   "HAM10000 only: mel (melanoma vs rest) or dx (the 7 diagnoses)")
+    p.add_argument("--positive", metavar="CLASS",
+                   help="a binary task: CLASS vs rest, with a decision threshold set for "
+                   "--target-sensitivity (default: every class, decided by argmax; HAM10000: mel)")
     p.add_argument("--balanced-sampler", action="store_true", help="class-balanced batches")
 
 
@@ -123,7 +128,8 @@ def config_from_args(args: argparse.Namespace, role: str | None = None) -> Confi
     data = DataConfig(
         data_dir=str(args.data_dir),
         prepared_dir=str(args.prepared_dir) if args.prepared_dir else None,
-        metadata=args.metadata, target=args.target, image_size=args.image_size,
+        metadata=args.metadata, target=args.target, positive=args.positive,
+        image_size=args.image_size,
         resize=args.resize, seed=args.seed, cache=not args.no_cache,
         balanced_sampler=args.balanced_sampler, skip_corrupt=args.skip_corrupt,
     )

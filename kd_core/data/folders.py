@@ -100,7 +100,8 @@ def list_image_folder(root: Path) -> Listing:
                         f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
     if len(classes) < 2:
         raise DataError(f"{root}: an image-folder dataset needs at least 2 class folders "
-                        f"(<class>/*.jpg), found {classes or 'none'}")
+                        f"(<class>/*.jpg), found {classes or 'none'} (a HAM10000 folder needs "
+                        "its HAM10000_metadata.csv)")
     loose = [f for f in os.listdir(root) if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
     if loose:
         log.info("ignoring %d image(s) directly in %s (not in a class folder)", len(loose), root)

@@ -18,8 +18,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from kd_core.data.ham10000 import is_ham10000_dir, prepare
-from kd_core.data.prepared import DataError, data_info, is_prepared_dir
+from kd_core.data.ham10000 import IMAGE_FOLDERS, is_ham10000_dir, prepare
+from kd_core.data.prepared import DataError, DataInfo, data_info, ham_info, is_prepared_dir
 
 CACHE_ENV = "EDGEKD_CACHE"
 
@@ -48,8 +48,9 @@ def data_kind(path: Path, metadata: str = "HAM10000_metadata.csv") -> str | None
         return "prepared"
     if path.is_file():
         return "csv" if path.suffix.lower() == ".csv" else None
-    if is_ham10000_dir(path, metadata):
-        return "ham10000"
+    if is_ham10000_dir(path, metadata) or any(
+            (path / name).is_dir() for name in IMAGE_FOLDERS if "10000" in name):
+        return "ham10000"  # (HAM10000's image folders without the metadata: it names the CSV)
     return "imagefolder" if is_image_folder(path) else None
 
 
@@ -74,12 +75,37 @@ def prepare_source(source: Path, out: Path, *, seed: int = 42, force: bool = Fal
                                split=split, verbose=verbose)
     if kind == "prepared":
         raise DataError(f"{source}: already a prepared split folder; use it as --data-dir")
+    raise _not_a_source(source, metadata)
+
+
+def _not_a_source(source: Path, metadata: str) -> DataError:
     if not source.exists():
-        raise DataError(f"{source}: data folder not found")
-    raise DataError(
+        return DataError(f"{source}: data folder not found")
+    return DataError(
         f"{source}: not a data source: expected a prepared split folder (split_metadata.json), "
         f"a HAM10000 folder ({metadata}), an image folder (<class>/*.jpg) or a CSV file "
         "(path,label[,group])")
+
+
+def source_info(data_dir: Path, prepared_dir: Path | None = None,
+                metadata: str = "HAM10000_metadata.csv") -> DataInfo:
+    """What ``resolve_prepared(data_dir, prepared_dir)`` will hold (kind, name, classes), read
+    without preparing anything: a run checks its task before any work."""
+    from kd_core.data.folders import list_image_folder, read_csv_listing
+    from kd_core.data.synthetic import MARKER
+
+    data_dir = Path(data_dir)
+    for folder in (data_dir, prepared_dir):
+        if folder is not None and is_prepared_dir(folder):
+            return data_info(folder)
+    kind = data_kind(data_dir, metadata)
+    if kind == "ham10000":
+        return ham_info("synthetic demo data" if (data_dir / MARKER).is_file() else "HAM10000")
+    if kind in ("imagefolder", "csv"):
+        listing = list_image_folder(data_dir) if kind == "imagefolder" else (
+            read_csv_listing(data_dir))
+        return DataInfo(kind, listing.name, listing.classes)
+    raise _not_a_source(data_dir, metadata)
 
 
 def resolve_prepared(data_dir: Path, prepared_dir: Path | None = None, *, seed: int = 42,
