@@ -273,12 +273,12 @@ def _check_state_dict(state: Any, path: Path | str) -> None:
 
 def _check_weights_fit(ckpt: dict[str, Any], path: Path | str) -> None:
     """The weights' names and shapes are the architecture's (built on the meta device: free)."""
-    from kd_core.models import MODELS, create_model, list_models
+    from kd_core.model_names import describe
+    from kd_core.models import create_model, is_known
 
     arch, k = ckpt["arch"], ckpt["num_classes"]
-    if arch not in MODELS:
-        raise _fail(path, "arch", f"{arch!r} is not a registered architecture (registered: "
-                                  f"{', '.join(list_models())})")
+    if not is_known(arch):
+        raise _fail(path, "arch", f"{arch!r} is not a known architecture (use {describe()})")
     with torch.device("meta"):
         want = {n: tuple(t.shape) for n, t in create_model(arch, k).state_dict().items()}
     got = {n: tuple(t.shape) for n, t in ckpt["state_dict"].items()}
@@ -324,14 +324,14 @@ def is_calibrated(ckpt: dict[str, Any]) -> bool:
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> nn.Module:
     """Rebuild the eval-mode model a checkpoint (from ``load_checkpoint``) describes."""
-    from kd_core.models import create_model
+    from kd_core.models import create_model, load_weights
 
     try:
         model = create_model(ckpt["arch"], int(ckpt["num_classes"]))
     except KeyError as exc:
         raise CheckpointError(f"{path}: {exc.args[0]}") from None
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        load_weights(model, ckpt["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         arch, k = ckpt["arch"], ckpt["num_classes"]

@@ -24,6 +24,7 @@ from kd_core.checkpoint import (
 )
 from kd_core.engine import FitResult, predict
 from kd_core.io import write_json
+from kd_core.models import load_weights
 from kd_core.runtime import Runtime
 from kd_core.trainer import Plan, TrainData
 
@@ -124,7 +125,7 @@ def calibrate_and_save(plan: Plan, model: nn.Module, data: TrainData, result: Fi
     from kd_core import plots
 
     out, t = plan.out, plan.cfg.training
-    model.load_state_dict(result.best_weights)
+    load_weights(model, result.best_weights)
     metrics = calibrate(model, data, plan.rt, out, t.target_sensitivity, t.seed)
     metrics.update(best_epoch=result.best_epoch, val_roc_auc_best=result.best_auc,
                    epochs_run=len(result.history), stopped_early=result.stopped_early)

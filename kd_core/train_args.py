@@ -26,6 +26,7 @@ from kd_core.config import (
     TeacherConfig,
     TrainingConfig,
 )
+from kd_core.model_names import describe
 
 PROG = "python -m kd_core.train"
 
@@ -56,18 +57,21 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def _model_args(p: argparse.ArgumentParser, role: str, kd: bool) -> None:
     t = TeacherConfig()
     if role == "teacher":
-        p.add_argument("--architecture", default=t.architecture, help="teacher architecture")
+        p.add_argument("--architecture", default=t.architecture,
+                       help=f"teacher architecture: {describe()}")
     else:
         p.add_argument("--teacher-ckpt", type=Path, help="teacher checkpoint (its best.pth)")
         p.add_argument("--student-arch", default=StudentConfig().architecture,
-                       help="student architecture")
+                       help="student architecture (the same choice as the teacher's)")
     if role == "student" and kd:
         k = KDConfig()
         p.add_argument("--temperature", type=float, default=k.temperature,
                        help="KD temperature T (> 0)")
         p.add_argument("--alpha", type=float, default=k.alpha,
                        help="weight of the KD term, 0 to 1; 0 trains without a teacher")
-    p.add_argument("--pretrained", default=t.pretrained, help="none | imagenet | PATH to weights")
+    p.add_argument("--pretrained", default=t.pretrained,
+                   help="none | imagenet (torchvision's, or timm's, downloaded once) | PATH to a "
+                   "state_dict (.pth or .safetensors)")
     p.add_argument("--loss", choices=("focal", "ce"), default=t.loss, help="hard-label loss")
     p.add_argument("--focal-gamma", type=float, default=t.focal_gamma, help="focal loss gamma")
     p.add_argument("--class-weighted", action="store_true", help="inverse-frequency weights")

@@ -34,7 +34,8 @@ from kd_core.data.transforms import Preprocessing
 from kd_core.engine import FitOptions, StepFn
 from kd_core.io import check_output_dir
 from kd_core.losses import class_weights, distill_step, make_loss
-from kd_core.models import MODELS, create_model, get_spec, list_models
+from kd_core.model_names import describe
+from kd_core.models import create_model, get_spec, is_known
 from kd_core.runtime import Runtime, resolve_runtime
 from kd_core.state import read_state
 
@@ -90,9 +91,12 @@ def plan_run(role: str, cfg: Config, out: Path, teacher_ckpt: Path | None,
     check_training(cfg, role)
     mcfg = cfg.teacher if role == "teacher" else cfg.student
     flag = "--architecture" if role == "teacher" else "--student-arch"
-    if mcfg.architecture not in MODELS:
-        raise ConfigError(f"{flag} {mcfg.architecture!r} is not a registered architecture; "
-                          f"choose one of {', '.join(list_models())}")
+    if not is_known(mcfg.architecture):
+        raise ConfigError(f"{flag} {mcfg.architecture!r} is not a known architecture; "
+                          f"use {describe()}")
+    unfit = get_spec(mcfg.architecture).check_size(cfg.data.image_size)
+    if unfit:
+        raise ConfigError(f"--image-size {cfg.data.image_size}: {unfit}")
     _check_pretrained(mcfg.pretrained, mcfg.architecture)
     if cfg.data.data_dir is None or not Path(cfg.data.data_dir).exists():
         raise DataError(f"--data-dir {cfg.data.data_dir}: data folder not found")
@@ -125,7 +129,7 @@ def plan_task(cfg: Config) -> Task:
 
 def _check_pretrained(pretrained: str, arch: str) -> None:
     if pretrained in ("none", "imagenet"):
-        if pretrained == "imagenet" and get_spec(arch).torchvision_weights is None:
+        if pretrained == "imagenet" and get_spec(arch).imagenet is None:
             raise ConfigError(f"--pretrained imagenet: {arch} has no ImageNet weights; use none")
         return
     if not Path(pretrained).is_file():
