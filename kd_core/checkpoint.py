@@ -16,10 +16,7 @@ import pickle
 import platform
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from kd_core.cli import BadInput
 from kd_core.config import DEFAULT_TARGET_SENSITIVITY
@@ -44,12 +41,16 @@ BINARY_LABELS = list(MEL_CLASSES)
 DX_LABELS = list(DX_CLASSES)
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format; legacy files start with a pickle opcode
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 class CheckpointError(BadInput):
     """A checkpoint file that is missing, corrupt, unsafe, incomplete or inconsistent."""
 
 
 def versions() -> dict[str, str]:
+    import torch
     import torchvision
 
     return {
@@ -149,6 +150,8 @@ def plain(obj: Any) -> Any:
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write atomically: a crash mid-write leaves the previous file intact."""
+    import torch
+
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -166,6 +169,8 @@ def read_torch_file(path: Path, what: str = "checkpoint") -> Any:
         kind = "an empty file" if not head else "neither a zip archive nor a pickle"
         raise CheckpointError(f"{path}: not a torch {what} ({kind}; torch.save writes a zip "
                               "archive)")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -261,6 +266,8 @@ def _check_calibration(record: Any, path: Path | str) -> None:
 
 
 def _check_state_dict(state: Any, path: Path | str) -> None:
+    import torch
+
     if not isinstance(state, dict) or not state:
         raise _fail(path, "state_dict", "must be a non-empty dict of tensors")
     for name, value in state.items():
@@ -273,6 +280,8 @@ def _check_state_dict(state: Any, path: Path | str) -> None:
 
 def _check_weights_fit(ckpt: dict[str, Any], path: Path | str) -> None:
     """The weights' names and shapes are the architecture's (built on the meta device: free)."""
+    import torch
+
     from kd_core.model_names import describe
     from kd_core.models import create_model, is_known
 
@@ -344,3 +353,11 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = load_checkpoint(path)
     return model_from_checkpoint(ckpt, path), ckpt
+
+
+if __name__ == "__main__":  # python -m kd_core.checkpoint import ...: kd_core.importer's CLI
+    import sys
+
+    from kd_core.importer import main
+
+    sys.exit(main())
