@@ -205,7 +205,7 @@ def prepare_listing(listing: Listing, out: Path, *, seed: int = 42, force: bool 
         log.log(level, "skipped %d corrupt or non-RGB image(s): %s", len(skipped),
                 ", ".join(skipped[:10]))
     groups, labels = [r["group"] for r in rows], [r["label"] for r in rows]
-    assignment = split_lesions(groups, labels, split, seed, priority=None)
+    assignment = split_lesions(groups, labels, split, seed, priority=None, midpoint=True)
     check_class_split(assignment, labels, groups, split)
     by_split = {s: [r for r, a in zip(rows, assignment, strict=True) if a == s] for s in SPLITS}
     summary = {**params, "name": listing.name, "classes": list(listing.classes),

@@ -46,9 +46,12 @@ def split_lesions(
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
     seed: int = 42,
     priority: str | None = "mel",
+    midpoint: bool = False,
 ) -> list[str]:
     """Return the split name ("train", "val" or "holdout") of every image, in input order.
-    ``lesion_ids`` are the groups, ``dx`` the classes; ``priority``: see ``lesion_strata``."""
+    ``lesion_ids`` are the groups, ``dx`` the classes; ``priority``: see ``lesion_strata``.
+    A group goes where the image count before it falls (HAM10000), or with ``midpoint`` where
+    the middle of its images falls, which gives small classes images in every split."""
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise SplitError(
             f"split fractions must be three positive numbers summing to 1: {fractions}"
@@ -66,7 +69,8 @@ def split_lesions(
         for idx in order:
             lesion = lesions[idx]
             # Deal by the image count *before* this lesion, so each split fills to its share.
-            split = 0 if done < bounds[0] else (1 if done < bounds[1] else 2)
+            at = done + images_per_lesion[lesion] / 2 if midpoint else done
+            split = 0 if at < bounds[0] else (1 if at < bounds[1] else 2)
             assignment[lesion] = SPLITS[split]
             done += images_per_lesion[lesion]
     return [assignment[lesion] for lesion in lesion_ids]
