@@ -3,21 +3,25 @@
 Every model is scored with its own shipped temperature and threshold (manifest entry or
 checkpoint): ROC-AUC with a 95 % bootstrap CI, PR-AUC, sensitivity and specificity at the
 threshold, ECE with and without the temperature, Brier. Agreement compares decisions
-(``p[positive] >= threshold``, each model with its own), argmax classes, and the positive-class
-probability (max |delta p|).
+(``Decision.decide``, each model with its own), argmax classes and logits
+(``kd_core.deploy.compare_outputs``) and the positive-class probability (max |delta p|).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kd_core.data.transforms import Preprocessing, normalize
-from kd_core.metrics import ece, ece_binary, evaluate_predictions, softmax
-from runtimes import Runner
+from kd_core.deploy import Decision, compare_outputs
+from kd_core.metrics import ece, ece_binary, evaluate_predictions
+
+if TYPE_CHECKING:
+    from runtimes import Runner
 
 
 def decode(preps: Iterable[Preprocessing], paths: Sequence[Path], cache: Path | None
@@ -41,39 +45,32 @@ def predict_all(runner: Runner, pixels: np.ndarray, prep: Preprocessing, batch: 
     return np.concatenate(out).astype(np.float64)
 
 
-def positive_probability(logits: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
-    """p[positive_index] of ``softmax(logits / temperature)``, with the entry's temperature."""
-    probs = softmax(logits, float(entry.get("temperature", 1.0)))
-    return np.asarray(probs[:, int(entry.get("positive_index", 1))])
-
-
-def score(logits: np.ndarray, y: np.ndarray, entry: Mapping[str, Any], bootstrap: int = 1000,
+def score(logits: np.ndarray, y: np.ndarray, decision: Decision, bootstrap: int = 1000,
           seed: int = 42) -> dict[str, Any]:
     """All accuracy figures of one model at its shipped temperature and threshold."""
-    pos = int(entry.get("positive_index", 1))
-    m = evaluate_predictions(logits, y, pos, threshold=float(entry["threshold"]),
-                             temperature=float(entry.get("temperature", 1.0)),
-                             bootstrap=bootstrap, seed=seed)
+    pos = decision.positive_index
+    if pos is None:
+        raise ValueError(f"labels {list(decision.labels)}: no positive class to score")
+    m = evaluate_predictions(logits, y, pos, threshold=decision.threshold,
+                             temperature=decision.temperature, bootstrap=bootstrap, seed=seed)
     m["positive_index"] = pos
-    raw = softmax(logits, 1.0)
+    raw = replace(decision, temperature=1.0).probabilities(logits)
     m["ece_uncalibrated"] = ece(raw, y)
     m["ece_pos_uncalibrated"] = ece_binary(raw[:, pos], (np.asarray(y) == pos).astype(np.int64))
     return m
 
 
-def agreement(logits: np.ndarray, entry: Mapping[str, Any], ref_logits: np.ndarray,
-              ref_entry: Mapping[str, Any]) -> dict[str, Any]:
-    """How closely a model follows a reference on the same images."""
-    p, q = positive_probability(logits, entry), positive_probability(ref_logits, ref_entry)
-    decide = p >= float(entry["threshold"])
-    ref_decide = q >= float(ref_entry["threshold"])
-    same_space = logits.shape == ref_logits.shape
+def agreement(logits: np.ndarray, decision: Decision, ref_logits: np.ndarray,
+              ref_decision: Decision) -> dict[str, Any]:
+    """How closely a model follows a reference on the same images, each with its own decision."""
+    p = decision.positive_probability(logits)
+    q = ref_decision.positive_probability(ref_logits)
+    same = compare_outputs(logits, ref_logits) if logits.shape == ref_logits.shape else None
     return {
-        "decision_agreement": float(np.mean(decide == ref_decide)),
-        "argmax_agreement": (float(np.mean(logits.argmax(1) == ref_logits.argmax(1)))
-                             if same_space else None),
+        "decision_agreement": float(np.mean(decision.decide(logits)
+                                            == ref_decision.decide(ref_logits))),
+        "argmax_agreement": None if same is None else same["top1_agreement"],
         "max_abs_dp": float(np.max(np.abs(p - q))),
         "mean_abs_dp": float(np.mean(np.abs(p - q))),
-        "max_abs_logit_diff": (float(np.max(np.abs(logits - ref_logits)))
-                               if same_space else None),
+        "max_abs_logit_diff": None if same is None else same["max_abs_diff"],
     }

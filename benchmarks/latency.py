@@ -9,8 +9,9 @@ The parent calls ``measure_isolated``; the child is
 
 and prints one line ``EDGEKD_LATENCY {json}``. The child imports numpy and the one runtime it
 times (no torch unless the runtime needs it), so its peak memory is that runtime's footprint
-plus the interpreter. Exit codes: 0 timed, 3 runtime unavailable here (status in the JSON),
-1 failed (error in the JSON).
+plus the interpreter. ``--entry`` is a manifest entry (``ManifestEntry.to_dict()``). Exit codes:
+0 timed (or the runtime is unavailable here: status in the JSON), 1 failed (error in the JSON),
+2 bad input.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from kd_core import cli
+
+if TYPE_CHECKING:
+    from kd_core.deploy import ManifestEntry
 
 MARK = "EDGEKD_LATENCY "
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-EXIT_UNAVAILABLE = 3
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,10 @@ def _peak_rss_mb() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def measure(entry: dict[str, Any], root: Path, threads: int, settings: LatencySettings,
+def measure(entry: ManifestEntry, root: Path, threads: int, settings: LatencySettings,
             image: np.ndarray) -> dict[str, Any]:
     """Time ``entry``'s runner in this process (the child side): load, warm up, run."""
-    from runtimes import load_runner
+    from benchmarks.compat import load_runner
 
     rss_before = _proc_status_mb("VmRSS")
     runner = load_runner(entry, root, threads)
@@ -133,10 +138,13 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
-def measure_isolated(entry: dict[str, Any], root: Path, threads: int,
+def measure_isolated(entry: ManifestEntry, root: Path, threads: int,
                      settings: LatencySettings, image_path: Path | None = None) -> dict[str, Any]:
     """Run ``measure`` in a fresh Python process; returns its JSON (``status`` says how it went)."""
-    cmd = [sys.executable, "-m", "benchmarks.latency", "--entry", json.dumps(entry),
+    from kd_core.io import dumps_json
+
+    cmd = [sys.executable, "-m", "benchmarks.latency", "--entry",
+           dumps_json(entry.to_dict(), indent=None),
            "--root", str(root), "--threads", str(threads), "--runs", str(settings.runs),
            "--warmup", str(settings.warmup)]
     if image_path is not None:
@@ -160,7 +168,7 @@ def run_child(cmd: list[str], threads: int, timeout_s: float, what: str, mark: s
     return {"status": f"error: {what} process exited {proc.returncode}: {' | '.join(tail)}"}
 
 
-def time_entry(entry: dict[str, Any], root: Path, threads: tuple[int, ...],
+def time_entry(entry: ManifestEntry, root: Path, threads: tuple[int, ...],
                settings: LatencySettings, image: Path | None = None) -> dict[str, Any]:
     """Row fields (latency by thread count, load_ms, peak_memory_mb, latency_error) from one
     fresh process per thread count; load time from the first count's (cold) process."""
@@ -182,41 +190,53 @@ def time_entry(entry: dict[str, Any], root: Path, threads: tuple[int, ...],
     return out
 
 
-def _image(path: Path | None, entry: dict[str, Any]) -> np.ndarray:
+def _image(path: Path | None, entry: ManifestEntry) -> np.ndarray:
     if path is not None:
-        return np.load(path).astype(np.float32)
-    size = int(entry["preprocessing"]["size"])
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    size = entry.preprocessing.size
     return np.random.default_rng(0).standard_normal((3, size, size)).astype(np.float32)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency",
-                                description="Time one model in this process (one JSON line).")
+    p = cli.parser("python -m benchmarks.latency",
+                   "Time one model in this process (one JSON line); the harness's child.")
     p.add_argument("--entry", required=True, help="manifest entry as JSON")
     p.add_argument("--root", type=Path, required=True, help="folder the entry's path is under")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=LatencySettings.runs)
-    p.add_argument("--warmup", type=int, default=LatencySettings.warmup)
+    p.add_argument("--threads", type=int, default=1, help="runtime threads")
+    p.add_argument("--runs", type=int, default=LatencySettings.runs, help="timed runs")
+    p.add_argument("--warmup", type=int, default=LatencySettings.warmup,
+                   help="discarded runs")
     p.add_argument("--input", type=Path, default=None,
                    help=".npy of one normalized 3 x H x W image (default: seeded noise)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(args: argparse.Namespace) -> int:
+    from benchmarks.inputs import BenchInputError, check_counts
+    from kd_core.deploy import ManifestEntry
+    from kd_core.io import loads_json
     from runtimes import RuntimeUnavailable
 
-    args = build_parser().parse_args(argv)
-    entry = json.loads(args.entry)
+    check_counts(threads=(args.threads, 1), runs=(args.runs, 1), warmup=(args.warmup, 0))
+    try:
+        entry = ManifestEntry.from_dict(loads_json(args.entry), "--entry")
+    except ValueError as exc:
+        raise BenchInputError(f"--entry: {exc}") from None
     settings = LatencySettings(runs=args.runs, warmup=args.warmup)
-    code = 0
+    code = cli.EXIT_OK
     try:
         out = measure(entry, args.root, args.threads, settings, _image(args.input, entry))
     except RuntimeUnavailable as exc:
-        out, code = {"status": str(exc)}, EXIT_UNAVAILABLE
+        out = {"status": str(exc)}
     except Exception as exc:
-        out, code = {"status": f"error: {type(exc).__name__}: {exc}"}, 1
+        out, code = {"status": f"error: {type(exc).__name__}: {exc}"}, cli.EXIT_FAILED
     print(MARK + json.dumps(out), flush=True)
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run(lambda: _main(args))
 
 
 if __name__ == "__main__":

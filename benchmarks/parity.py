@@ -1,17 +1,19 @@
 """The parity gate: an artefact is blessed only if it scores like the float student.
 
 For every artefact row run on this host: |ROC-AUC - float student's| <= ``max_auc_delta``;
-sensitivity at the shipped threshold >= ``min_sensitivity`` (target 0.95 - 0.02); ECE at the
-shipped temperature <= float student's ECE + ``max_ece_delta``. A row that failed to run is a
-violation too (metric ``status``); a row whose runtime cannot run here (Core ML off macOS) is
-skipped, not failed. ``gate`` returns the violations, ``gate_report`` a JSON-ready summary,
-``check`` raises ``ParityGateError`` naming the format and the numbers.
+sensitivity at the shipped threshold >= the float student's ``Decision.min_sensitivity`` (its
+target sensitivity minus the contract's margin; ``Tolerances.min_sensitivity`` overrides it);
+ECE at the shipped temperature <= float student's ECE + ``max_ece_delta``. A row that failed to
+run (or whose file does not match the manifest's sha256) is a violation too (metric ``status``);
+a row whose runtime cannot run here (Core ML off macOS) is skipped, not failed. A gate that
+checked no artefact has not passed. ``gate_report`` returns a typed ``GateReport``, ``check``
+raises ``ParityGateError`` naming the format and the numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 UNAVAILABLE_PREFIX = "needs "  # statuses such as "needs macOS": skipped, not failed
@@ -20,10 +22,10 @@ UNAVAILABLE_PREFIX = "needs "  # statuses such as "needs macOS": skipped, not fa
 @dataclass(frozen=True)
 class Tolerances:
     max_auc_delta: float = 0.005
-    min_sensitivity: float = 0.93  # target sensitivity 0.95 - 0.02
+    min_sensitivity: float | None = None  # None: the float student's Decision.min_sensitivity
     max_ece_delta: float = 0.01
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
 
@@ -39,6 +41,36 @@ class Violation:
 
     def __str__(self) -> str:
         return f"FAIL {self.name}: {self.message}"
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The gate's verdict: what was checked against which reference, with which limits."""
+
+    tolerances: Tolerances
+    min_sensitivity: float | None  # the sensitivity floor applied
+    reference: str
+    checked: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]  # (name, reason)
+    violations: tuple[Violation, ...]
+    enforced: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        """True only when at least one artefact was checked and none violated a limit."""
+        return bool(self.checked) and not self.violations
+
+    def reasons(self, name: str) -> tuple[str, ...]:
+        return tuple(v.message for v in self.violations if v.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tolerances": {**self.tolerances.to_dict(),
+                               "min_sensitivity": self.min_sensitivity},
+                "reference": self.reference, "checked": list(self.checked),
+                "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+                "violations": [asdict(v) for v in self.violations],
+                "passed": self.passed, "enforced": self.enforced, "notes": list(self.notes)}
 
 
 class ParityGateError(AssertionError):
@@ -65,7 +97,22 @@ def reference_row(results: Mapping[str, Any]) -> dict[str, Any]:
     return refs[0]
 
 
-def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances) -> list[Violation]:
+def sensitivity_floor(ref: Mapping[str, Any], tol: Tolerances) -> float | None:
+    """``tol.min_sensitivity`` when set, else the reference's ``Decision.min_sensitivity``
+    (None: the reference has no target sensitivity, so sensitivity is not gated)."""
+    from kd_core.deploy import Decision
+
+    if tol.min_sensitivity is not None:
+        return tol.min_sensitivity
+    decision = ref.get("decision")
+    if not isinstance(decision, Mapping):
+        raise ValueError(f"parity gate: the reference row {ref.get('name')!r} records no "
+                         "decision (labels, threshold, target sensitivity)")
+    return Decision.from_dict(decision, f"row {ref.get('name')}").min_sensitivity
+
+
+def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
+              floor: float | None) -> list[Violation]:
     """The violations of one artefact row against the float student row."""
 
     def fail(metric: str, value: float | None, limit: float | None, msg: str) -> Violation:
@@ -78,14 +125,14 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances) -
     acc, ref_acc = row["accuracy"], ref["accuracy"]
     out = []
     delta = acc["roc_auc"] - ref_acc["roc_auc"]
-    if abs(delta) > tol.max_auc_delta:
+    if not abs(delta) <= tol.max_auc_delta:
         out.append(fail("roc_auc", delta, tol.max_auc_delta,
                         f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
                         f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if not acc["sensitivity"] >= tol.min_sensitivity:  # also catches nan
-        out.append(fail("sensitivity", acc["sensitivity"], tol.min_sensitivity,
+    if floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
+        out.append(fail("sensitivity", acc["sensitivity"], floor,
                         f"sensitivity {acc['sensitivity']:.4f} at threshold "
-                        f"{acc['threshold']:.4g} is below {tol.min_sensitivity:g}"))
+                        f"{acc['threshold']:.4g} is below {floor:g}"))
     limit = ref_acc["ece"] + tol.max_ece_delta
     if not acc["ece"] <= limit:
         out.append(fail("ece", acc["ece"], limit,
@@ -94,32 +141,26 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances) -
     return out
 
 
-def gate(results: Mapping[str, Any], tolerances: Tolerances | None = None) -> list[Violation]:
-    """Every violation of every artefact row run on this host (skipped rows excluded)."""
+def gate_report(results: Mapping[str, Any], tolerances: Tolerances | None = None,
+                enforced: bool = True) -> GateReport:
+    """The verdict on every artefact row run on this host (unavailable runtimes skipped)."""
     tol = tolerances or Tolerances()
     ref = reference_row(results)
-    out: list[Violation] = []
-    for row in _rows(results, "artifact"):
-        if not is_unavailable(str(row.get("status", "ok"))):
-            out.extend(check_row(row, ref, tol))
-    return out
-
-
-def gate_report(results: Mapping[str, Any], tolerances: Tolerances | None = None
-                ) -> dict[str, Any]:
-    """JSON-ready verdict: tolerances, checked and skipped rows, violations, passed."""
-    tol = tolerances or Tolerances()
+    floor = sensitivity_floor(ref, tol)
     rows = _rows(results, "artifact")
-    violations = gate(results, tol)
-    return {
-        "tolerances": tol.to_dict(),
-        "reference": reference_row(results)["name"],
-        "checked": [r["name"] for r in rows if not is_unavailable(str(r.get("status", "ok")))],
-        "skipped": [{"name": r["name"], "reason": r["status"]} for r in rows
-                    if is_unavailable(str(r.get("status", "ok")))],
-        "violations": [asdict(v) for v in violations],
-        "passed": not violations,
-    }
+    checked = [r for r in rows if not is_unavailable(str(r.get("status", "ok")))]
+    violations = [v for r in checked for v in check_row(r, ref, tol, floor)]
+    notes = () if checked else ("no artefact was checked (none selected, or none can run "
+                                "here); a gate that checked nothing fails",)
+    return GateReport(tol, floor, str(ref["name"]), tuple(str(r["name"]) for r in checked),
+                      tuple((str(r["name"]), str(r["status"])) for r in rows
+                            if is_unavailable(str(r.get("status", "ok")))),
+                      tuple(violations), enforced, notes)
+
+
+def gate(results: Mapping[str, Any], tolerances: Tolerances | None = None) -> list[Violation]:
+    """Every violation of every artefact row run on this host (skipped rows excluded)."""
+    return list(gate_report(results, tolerances).violations)
 
 
 def check(results: Mapping[str, Any], tolerances: Tolerances | None = None) -> None:

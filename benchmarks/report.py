@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.parity import row_verdict
+from kd_core import cli
+from kd_core.cli import BadInput
 from kd_core.io import atomic_write_text
 
 START, END = "<!-- deployment-metrics:start -->", "<!-- deployment-metrics:end -->"
 
 
-class ReportError(ValueError):
+class ReportError(BadInput):
     """A results folder or README that cannot be rendered; names the file."""
 
 
@@ -177,15 +179,18 @@ def cost_table(results: Mapping[str, Any]) -> str:
 
 def gate_lines(gate: Mapping[str, Any] | None) -> list[str]:
     if gate is None:
-        return ["gate: NOT EVALUATED (the float student did not run)"]
+        return ["gate FAILED: not evaluated (the float student did not run)"]
     tol = gate["tolerances"]
     lines = [f"FAIL {v['name']}: {v['message']}" for v in gate["violations"]]
     lines += [f"SKIP {s['name']}: {s['reason']}" for s in gate["skipped"]]
+    lines += [f"FAIL: {note}" for note in gate.get("notes", [])]
     verdict = "PASSED" if gate["passed"] else "FAILED"
     enforced = "" if gate.get("enforced", True) else " (not enforced: --no-gate)"
+    floor = tol.get("min_sensitivity")
+    sens = "" if floor is None else f", sensitivity >= {floor:g}"
     lines.append(f"gate {verdict}{enforced}: {len(gate['checked'])} artefact(s) checked against "
-                 f"{gate['reference']} (|ΔROC-AUC| <= {tol['max_auc_delta']:g}, sensitivity >= "
-                 f"{tol['min_sensitivity']:g}, ECE <= float + {tol['max_ece_delta']:g})")
+                 f"{gate['reference']} (|ΔROC-AUC| <= {tol['max_auc_delta']:g}{sens}, "
+                 f"ECE <= float + {tol['max_ece_delta']:g})")
     return lines
 
 
@@ -252,22 +257,24 @@ def update_readme(readme: Path, table: str) -> bool:
 
 
 def _scored(results: Mapping[str, Any], npz: Path) -> dict[str, tuple[Any, Any, Any, int]]:
-    """Row name -> (0/1 melanoma labels, class labels, probabilities at the row's temperature,
+    """Row name -> (0/1 melanoma labels, class labels, probabilities under the row's decision,
     positive index) for host rows; class labels: melanoma (2 classes) or dx indices."""
     import numpy as np
 
-    from kd_core.metrics import softmax
+    from kd_core.deploy import Decision
 
     with np.load(npz) as data:
         arrays = {k: data[k] for k in data.files}
     y_pos = arrays["y_pos"]
     out = {}
     for r in rows_of(results, "host"):
-        z, acc = arrays.get(f"logits__{r['name']}"), r.get("accuracy") or {}
-        if z is not None and acc:
+        z = arrays.get(f"logits__{r['name']}")
+        if z is not None and r.get("accuracy") and isinstance(r.get("decision"), dict):
+            decision = Decision.from_dict(r["decision"], f"row {r['name']}")
+            if decision.positive_index is None:
+                continue
             y = y_pos if z.shape[1] == 2 else arrays.get("y_dx")
-            probs = softmax(z, float(acc.get("temperature", 1.0)))
-            out[str(r["name"])] = (y_pos, y, probs, int(acc.get("positive_index", 1)))
+            out[str(r["name"])] = (y_pos, y, decision.probabilities(z), decision.positive_index)
     return out
 
 
@@ -325,32 +332,36 @@ def write_report(out_dir: Path) -> list[Path]:
     written = [out_dir / "results.md", out_dir / "results.csv"]
     if (out_dir / "predictions.npz").is_file():
         written += write_plots(results, out_dir / "predictions.npz", out_dir / "plots")
+        from benchmarks.clinical import write_clinical  # clinical (#17)
+
+        written += write_clinical(out_dir, required=False)  # clinical (#17): subgroups, card
     return written
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report",
-                                description="Render R/results.json as Markdown, CSV and plots.")
+    p = cli.parser("python -m benchmarks.report",
+                   "Render R/results.json as Markdown, CSV and plots.")
     p.add_argument("results_dir", type=Path, metavar="R", help="folder with results.json")
     p.add_argument("--update-readme", nargs="?", const=Path("README.md"), type=Path,
-                   metavar="README", help="replace the Deployment metrics block (default "
-                   "README.md)")
+                   metavar="README", help="replace the Deployment metrics block of README "
+                   "(README.md when given without a path)")
     return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    written = write_report(args.results_dir)
+    if args.update_readme is not None:
+        changed = update_readme(args.update_readme, readme_block(load(args.results_dir)))
+        print(f"{args.update_readme}: {'updated' if changed else 'already up to date'}")
+    for path in written:
+        print(path)
+    return cli.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        written = write_report(args.results_dir)
-        if args.update_readme is not None:
-            changed = update_readme(args.update_readme, readme_block(load(args.results_dir)))
-            print(f"{args.update_readme}: {'updated' if changed else 'already up to date'}")
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    cli.setup_logging()
+    return cli.run(lambda: _main(args))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,22 @@ def _str(d: Mapping[str, Any], key: str, source: str, optional: bool = False) ->
     return value
 
 
+def _opt_str(d: Mapping[str, Any], key: str, source: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ContractError(f"{source}: {key} must be a string or null, got {value!r}")
+    return value
+
+
+def _versions(d: Mapping[str, Any], source: str) -> dict[str, str]:
+    value = d.get("tool_versions") or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ContractError(f"{source}: tool_versions must map names to version strings, "
+                            f"got {value!r}")
+    return dict(value)
+
+
 def _io(d: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
     spec = _dict(d, key, source)
     assert spec is not None
@@ -145,14 +161,17 @@ class ManifestEntry:
         sidecars = d.get("sidecars", [])
         if not isinstance(sidecars, list) or not all(isinstance(s, str) for s in sidecars):
             raise ContractError(f"{where}: sidecars must be a list of paths")
+        seconds = d.get("export_seconds")
+        if seconds is not None:
+            finite_number(seconds, "export_seconds", where)
         return cls(
             name=name, path=path, format=_str(d, "format", where),
             precision=_str(d, "precision", where), input=_io(d, "input", where),
             output=_io(d, "output", where), decision=Decision.from_dict(d, where),
-            preprocessing=preprocessing, bytes=size, sha256=d.get("sha256"),
-            source_checkpoint_sha256=d.get("source_checkpoint_sha256"),
-            dataset=d.get("dataset"), tool_versions=dict(d.get("tool_versions") or {}),
-            export_seconds=d.get("export_seconds"), embedded_metadata=d.get("embedded_metadata"),
+            preprocessing=preprocessing, bytes=size, sha256=_opt_str(d, "sha256", where),
+            source_checkpoint_sha256=_opt_str(d, "source_checkpoint_sha256", where),
+            dataset=_opt_str(d, "dataset", where), tool_versions=_versions(d, where),
+            export_seconds=seconds, embedded_metadata=_opt_str(d, "embedded_metadata", where),
             sidecars=tuple(sidecars),
             **{k: _dict(d, k, where, optional=True) for k in (
                 "quantization_recipe", "precision_plan", "repair", "graph_report",
@@ -214,14 +233,15 @@ class Manifest:
         except (TypeError, ValueError) as exc:
             raise ContractError(f"{source}: bad preprocessing ({exc})") from None
         failures = d.get("failures", [])
-        if not isinstance(failures, list):
-            raise ContractError(f"{source}: failures must be a list")
+        if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+            raise ContractError(f"{source}: failures must be a list of objects")
         known = {f.name for f in fields(cls)} | set(Decision.__dataclass_fields__)
         return cls(
             decision=Decision.from_dict(d, source), preprocessing=prep, artifacts=entries,
             source_checkpoint=dict(_dict(d, "source_checkpoint", source, optional=True) or {}),
-            dataset=d.get("dataset"), calibration=_dict(d, "calibration", source, optional=True),
-            tool_versions=dict(d.get("tool_versions") or {}), failures=tuple(failures),
+            dataset=_opt_str(d, "dataset", source),
+            calibration=_dict(d, "calibration", source, optional=True),
+            tool_versions=_versions(d, source), failures=tuple(failures),
             created_by=str(d.get("created_by", "")), manifest_version=version,
             extra={k: v for k, v in d.items() if k not in known},
         )

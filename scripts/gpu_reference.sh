@@ -21,7 +21,7 @@ common=(--data-dir "$DATA" --prepared-dir "$WORK/prepared" --image-size "$SIZE" 
 
 log "environment"; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 log "throughput"
-[ "${SPEED:-1}" = 0 ] || $PY -m benchmarks.train_speed --image-size "$SIZE" --batch-size "$BS" --steps ${SPEED_STEPS:-30} \
+[ "${SPEED:-1}" = 0 ] || $PY -m benchmarks.studies.train_speed --image-size "$SIZE" --batch-size "$BS" --steps ${SPEED_STEPS:-30} \
     --repeats 3 --teacher "$ARCH_T" --student "$ARCH_S" 2>"$WORK/speed.err" | tee "$OUT/speed.txt"
 log "teacher"
 $PY -m kd_core.train teacher "${common[@]}" --architecture "$ARCH_T" --lr 2e-3 \

@@ -110,3 +110,21 @@ def install_fake_adb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeAdb
     monkeypatch.setenv("FAKE_ADB_DIR", str(adb.dir))
     monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     return adb
+
+
+def write_contract_manifest(folder: Path, entries: list[dict[str, Any]]) -> Path:
+    """A manifest that ``kd_core.deploy.load_manifest`` accepts for files already in ``folder``
+    (``name``, ``path``, ``format``, ``precision`` per entry; sha256 and bytes measured)."""
+    from kd_core.data.transforms import Preprocessing
+    from kd_core.deploy import Decision, Manifest, ManifestEntry, write_manifest
+    from kd_core.io import path_bytes, sha256_file
+
+    decision, prep = Decision(("other", "melanoma"), 1, 1.0, 0.5), Preprocessing(size=32)
+    arts = tuple(ManifestEntry(
+        name=e["name"], path=e["path"], format=e["format"], precision=e["precision"],
+        input={"name": "image", "shape": [1, 3, 32, 32]}, output={"name": "logits",
+                                                                 "shape": [1, 2]},
+        decision=decision, preprocessing=prep, bytes=path_bytes(folder / e["path"]),
+        sha256=sha256_file(folder / e["path"])) for e in entries)
+    return write_manifest(Manifest(decision, prep, arts), folder)
+

@@ -3,7 +3,6 @@ sensitivity on the synthetic holdout, a weight-perturbed copy, and real exports 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from kd_core.checkpoint import BINARY_LABELS, build_checkpoint, load_checkpoint,
 from kd_core.data.dataset import decode_images
 from kd_core.data.ham10000 import load_split
 from kd_core.data.transforms import Preprocessing, normalize
+from kd_core.deploy import load_manifest, write_manifest
 from kd_core.metrics import softmax, threshold_for_sensitivity
 
 SIZE = 32
@@ -28,18 +28,22 @@ def holdout_inputs(prepared: Path, prep: Preprocessing) -> tuple[np.ndarray, np.
 
 
 def student_checkpoint(path: Path, prepared: Path, arch: str = "tiny_mobilenet",
-                       size: int = SIZE, seed: int = 0) -> Path:
-    """A decisive tiny model whose shipped threshold gives 95 % sensitivity on the holdout."""
+                       size: int = SIZE, seed: int = 0, target: float = 0.95) -> Path:
+    """A decisive tiny model whose shipped threshold gives ``target`` sensitivity on the holdout,
+    recorded as calibrated (the exporters refuse uncalibrated checkpoints)."""
     prep = Preprocessing(size=size)
     model = decisive_model(arch, 2, size, seed)
     x, y = holdout_inputs(prepared, prep)
     with torch.no_grad():
         p = softmax(model(torch.from_numpy(x)).numpy(), TEMPERATURE)[:, 1]
-    at = threshold_for_sensitivity(y, p, 0.95)
+    at = threshold_for_sensitivity(y, p, target)
     below = p[p < at]  # halfway to the next score down: runtimes' 1e-7 noise keeps decisions
     threshold = float((at + below.max()) / 2) if below.size else at
+    calibration = {"split": "val", "n": len(y), "temperature": TEMPERATURE,
+                   "threshold": threshold, "target_sensitivity": target}
     ckpt = build_checkpoint(model, arch, BINARY_LABELS, prep, temperature=TEMPERATURE,
-                            threshold=threshold, metrics={"target_sensitivity": 0.95})
+                            threshold=threshold, metrics={"target_sensitivity": target},
+                            target_sensitivity=target, calibration=calibration)
     return save_checkpoint(ckpt, path)
 
 
@@ -57,27 +61,23 @@ def perturbed_checkpoint(src: Path, out: Path, scale: float = 0.5, seed: int = 1
 
 def export(ckpt: Path, out: Path, formats: tuple[str, ...], families: tuple[str, ...] = ("fp32",),
            calib: Path | None = None) -> Path:
-    """Real exports of ``ckpt`` with the exporters; returns the folder holding manifest.json."""
-    from exporters.all import export_all, load_settings
-    from exporters.calibration_data import load_calibration
+    """Real exports of ``ckpt`` with the exporters; returns the folder holding the manifest."""
+    from exporters.run import ExportOptions, export_checkpoint
 
-    model, cfg, k = load_settings(ckpt, families)
-    if "int8" in families:
-        assert calib is not None
-        cal = load_calibration(calib, cfg.preprocessing, cfg.labels, 32, 0)
-        cfg = replace(cfg, calibration=cal)
-    result = export_all(model, cfg, out, formats, num_classes=k)
-    assert not result.failures, result.failures
+    options = ExportOptions(formats=formats, precisions=families, calib_data=calib,
+                            calib_samples=32, seed=0, jobs=1, threads=1)
+    result = export_checkpoint(ckpt, out, options)
+    assert result.ok, result.failures
     return out
 
 
 def add_renamed(into: Path, source: Path, suffix: str) -> str:
     """Copy ``source``'s first artefact into ``into``'s manifest as ``<name><suffix>``."""
-    src = json.loads((source / "manifest.json").read_text())["artifacts"][0]
-    name = src["name"] + suffix
-    target = Path(src["path"]).with_stem(Path(src["path"]).stem + suffix).as_posix()
-    shutil.copy(source / src["path"], into / target)
-    manifest = json.loads((into / "manifest.json").read_text())
-    manifest["artifacts"].append({**src, "name": name, "path": target})
-    (into / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    src = load_manifest(source).artifacts[0]
+    name = src.name + suffix
+    target = Path(src.path).with_stem(Path(src.path).stem + suffix).as_posix()
+    shutil.copy(source / src.path, into / target)
+    manifest = load_manifest(into)
+    entries = (*manifest.artifacts, replace(src, name=name, path=target))
+    write_manifest(replace(manifest, artifacts=entries), into)
     return name

@@ -24,6 +24,7 @@ from android_fake_adb import (
     install_fake_adb,
     make_elf,
     phone_rules,
+    write_contract_manifest,
 )
 
 from benchmarks.android.__main__ import main
@@ -46,7 +47,7 @@ def make_artifacts(root: Path, with_pte: bool = False) -> Path:
                         "format": "executorch", "precision": "fp32", "bytes": 2048})
     for e in entries:
         (folder / e["path"]).write_bytes(os.urandom(e["bytes"]))
-    (folder / "manifest.json").write_text(json.dumps({"manifest_version": 1, "artifacts": entries}))
+    write_contract_manifest(folder, entries)
     return folder
 
 
@@ -144,6 +145,21 @@ def test_output_without_timing_line(tmp_path: Path, fake: FakeAdb,
     assert set(row["latency"]) == {"1"} and "no timing line" in row["errors"][0]
 
 
+def test_an_infinite_timing_is_a_parse_error_row_not_infinity(
+        tmp_path: Path, fake: FakeAdb, capsys: pytest.CaptureFixture[str]) -> None:
+    from kd_core.io import loads_json
+
+    make_artifacts(tmp_path)
+    inf = {"match": r"--num_threads=4 ", "stdout": "Inference timings in us: Init: 5, First "
+           "inference: 9, Warmup (avg): 8, Inference (avg): 1e400\n"}
+    fake.rules(phone_rules(bench4=inf))
+    out = tmp_path / "r"
+    assert main(bench_args(tmp_path, "--out", str(out))) == 1
+    assert "impossible avg_ms (inf)" in capsys.readouterr().err
+    [row] = loads_json((out / "results.json").read_text())["rows"]  # type: ignore[index]
+    assert set(row["latency"]) == {"1"} and "impossible avg_ms" in row["errors"][0]
+
+
 def test_device_disconnects_mid_run(tmp_path: Path, fake: FakeAdb,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     make_artifacts(tmp_path)
@@ -200,7 +216,7 @@ def test_bad_binaries_are_refused_before_any_push(
         binary.chmod(0o755)
     else:
         make_elf(binary, machine, executable)
-    assert main(bench_args(tmp_path, binary=binary)) == 1
+    assert main(bench_args(tmp_path, binary=binary)) == 2
     assert message in capsys.readouterr().err
     assert not any("push" in c for c in fake.calls())
 
@@ -218,15 +234,92 @@ def test_adb_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_bad_options_and_artifacts(tmp_path: Path, fake: FakeAdb,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     fake.rules(phone_rules())
-    assert main(["--artifacts", str(tmp_path / "missing"), "--tflite-benchmark", "x"]) == 1
+    assert main(["--artifacts", str(tmp_path / "missing"), "--tflite-benchmark", "x"]) == 2
     assert "artefact folder not found" in capsys.readouterr().err
     make_artifacts(tmp_path)
-    assert main(["--artifacts", str(tmp_path / "export")]) == 1
+    assert main(["--artifacts", str(tmp_path / "export")]) == 2
     assert "give --tflite-benchmark PATH" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(bench_args(tmp_path, "--threads", "0"))
-    assert exc.value.code == 2
+    for flag, value, message in (("--threads", "0", "--threads must list thread counts >= 1"),
+                                 ("--runs", "0", "--runs must be >= 1, got 0"),
+                                 ("--timeout", "0", "--timeout must be > 0 seconds")):
+        assert main([*bench_args(tmp_path), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert fake.calls() == []
+
+
+def test_an_unwritable_out_is_refused_before_adb(tmp_path: Path, fake: FakeAdb,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    make_artifacts(tmp_path)
+    fake.rules(phone_rules())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(bench_args(tmp_path, "--out", str(blocker / "r"))) == 2
+    assert capsys.readouterr().err == (f"error: --out {blocker / 'r'}: {blocker} is a file, "
+                                       "not a folder\n")
+    assert fake.calls() == [] and blocker.read_text() == "not a folder"
+
+
+def test_unreadable_results_are_refused_before_adb(tmp_path: Path, fake: FakeAdb,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    make_artifacts(tmp_path)
+    fake.rules(phone_rules())
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "results.json").write_text("{not json")
+    assert main(bench_args(tmp_path, "--out", str(out))) == 2
+    assert "results.json: cannot read results" in capsys.readouterr().err
+    assert fake.calls() == [] and (out / "results.json").read_text() == "{not json"
+
+
+def test_a_modified_artifact_is_refused_before_adb(tmp_path: Path, fake: FakeAdb,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    export = make_artifacts(tmp_path)
+    fake.rules(phone_rules())
+    with (export / "mnv3_tflite_int8.tflite").open("ab") as fh:
+        fh.write(b"\0")
+    assert main(bench_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "mnv3_tflite_int8.tflite: sha256" in err and "differs from the manifest" in err
+    assert fake.calls() == []
+
+
+def test_adb_garbage_is_named_as_such(tmp_path: Path, fake: FakeAdb,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    make_artifacts(tmp_path)
+    rules = phone_rules()
+    rules[0] = {"match": r"^devices$", "stdout": "\x00garbage %% 12\n"}
+    fake.rules(rules)
+    assert main(bench_args(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "'adb devices' did not print a device list" in err and "several" not in err
+    fake.rules(phone_rules(devices="R58M12\tdevice\n%%junk\n"))
+    assert main(bench_args(tmp_path)) == 1
+    assert "printed a line that is not 'SERIAL STATE': '%%junk'" in capsys.readouterr().err
+    assert all(c == ["devices"] for c in fake.calls())
+
+
+def test_ctrl_c_on_the_phone_cleans_up_and_writes_nothing(
+        tmp_path: Path, fake: FakeAdb, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.android.run
+
+    make_artifacts(tmp_path)
+    fake.rules(phone_rules())
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "results.json").write_text('{"meta": {}, "rows": []}\n')
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmarks.android.run, "run_one", interrupted)
+    assert main(bench_args(tmp_path, "--out", str(out))) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "interrupted; rerun the same command to resume"
+    assert fake.calls()[-1] == ["-s", SERIAL, "shell", f"rm -rf {REMOTE}"]  # the phone is clean
+    assert [p.name for p in out.iterdir()] == ["results.json"]
+    assert (out / "results.json").read_text() == '{"meta": {}, "rows": []}\n'
 
 
 def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,6 +330,8 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     for opt in ("--artifacts", "--serial", "--adb", "--tflite-benchmark", "--executorch-runner",
                 "--threads", "--runs", "--warmup", "--out", "--timeout", "--taskset", "parity"):
         assert opt in text
+    for default in ("(default: 1,4)", "(default: 50)", "(default: 5)", "(default: 600.0)"):
+        assert default in " ".join(text.split())
 
 
 def test_elf_header_of_a_real_host_binary() -> None:

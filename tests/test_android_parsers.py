@@ -133,6 +133,37 @@ def test_no_timing_line_quotes_the_last_lines() -> None:
         parse_benchmark_model("")
 
 
+@pytest.mark.parametrize(("output", "field"), [
+    ("Inference timings in us: Init: 500, First inference: 900, Warmup (avg): 850, "
+     "Inference (avg): 1e400\n", "avg_ms"),
+    ("Inference timings in us: Init: 500, First inference: 900, Warmup (avg): 850, "
+     "Inference (avg): -850\n", "avg_ms"),
+    ("Inference timings in us: Init: -1, First inference: 900, Warmup (avg): 850, "
+     "Inference (avg): 850\n", "init_ms"),
+    ("BENCHMARK RESULTS\nInference (avg): 1e400 ms (50 runs)\n", "avg_ms"),
+    ("count=50 first=900 curr=850 min=-800 max=900 avg=850 std=10\n", "min_ms"),
+])
+def test_impossible_timings_are_parse_errors(output: str, field: str) -> None:
+    """``1e400`` parses as infinity and a time cannot be negative: neither is a status-ok row."""
+    with pytest.raises(ParseError, match=f"impossible {field}"):
+        parse_benchmark_model(output)
+    with pytest.raises(ParseError, match="impossible avg_ms"):
+        parse_executor_runner("Model executed successfully 10 time(s) in 1e400 ms.")
+    with pytest.raises(ParseError, match="impossible avg_ms"):
+        parse_onnxruntime_perf_test("Average inference time cost: -3.5 ms\n")
+
+
+def test_results_are_strict_json(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text('{"meta": {}, "rows": [{"mean_ms": Infinity}]}')
+    with pytest.raises(ResultsError, match=r"results\.json: cannot read results"):
+        merge_results(tmp_path, [], None)
+    row = to_result_row(DeviceBenchmark("benchmark_model", avg_ms=4.0, device="P"), ARTIFACT)
+    row["latency"]["default"]["mean_ms"] = float("nan")  # whatever slipped through: not written
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        merge_results(tmp_path / "new", [row], None)
+    assert not (tmp_path / "new" / "results.json").exists()
+
+
 def test_executor_runner_total_over_runs() -> None:
     r = parse_executor_runner(text("executor_runner.txt"), threads=4)
     assert r.avg_ms == approx(201.0 / 50)

@@ -14,10 +14,13 @@ from benchmarks.parity import ParityGateError, Tolerances, check, gate, gate_rep
 FIXTURE = Path(__file__).parent / "fixtures" / "results_fixture.json"
 
 
-def results(**artifact_acc: Any) -> dict[str, Any]:
+def results(target: float = 0.95, **artifact_acc: Any) -> dict[str, Any]:
     student = {"roc_auc": 0.88, "sensitivity": 0.96, "threshold": 0.04, "ece": 0.02}
+    decision = {"labels": ["other", "melanoma"], "positive_index": 1, "temperature": 1.0,
+                "threshold": 0.04, "target_sensitivity": target}
     return {"rows": [
-        {"name": "student", "role": "student", "status": "ok", "accuracy": student},
+        {"name": "student", "role": "student", "status": "ok", "accuracy": student,
+         "decision": decision},
         {"name": "m_onnx_int8", "role": "artifact", "format": "onnx", "precision": "int8",
          "status": "ok", "accuracy": {**student, **artifact_acc}},
     ]}
@@ -48,12 +51,35 @@ def test_tolerances_are_settable() -> None:
     assert {v.metric for v in gate(results(), strict)} == {"sensitivity"}
 
 
+def test_the_sensitivity_floor_derives_from_the_students_target() -> None:
+    """target - margin (kd_core.deploy.Decision.min_sensitivity), unless overridden."""
+    assert gate_report(results()).min_sensitivity == pytest.approx(0.93)
+    (v,) = gate(results(target=0.9, sensitivity=0.879))
+    assert (v.metric, v.limit) == ("sensitivity", pytest.approx(0.88))
+    assert gate(results(target=0.9, sensitivity=0.881)) == []
+    assert gate(results(target=0.9, sensitivity=0.2), Tolerances(min_sensitivity=0.1)) == []
+    no_decision = results()
+    del no_decision["rows"][0]["decision"]
+    with pytest.raises(ValueError, match="records no decision"):
+        gate(no_decision)
+
+
+def test_a_gate_that_checked_nothing_fails() -> None:
+    data = results()
+    data["rows"][1]["status"] = "needs macOS"
+    report = gate_report(data)
+    assert report.checked == () and report.violations == () and not report.passed
+    assert "no artefact was checked" in report.notes[0]
+    data["rows"].pop()
+    assert not gate_report(data).passed
+
+
 def test_unavailable_rows_are_skipped_and_failed_rows_fail() -> None:
     data = results()
     data["rows"].append({"name": "m_coreml_fp16", "role": "artifact", "status": "needs macOS"})
     data["rows"].append({"name": "m_tflite_int8", "role": "artifact", "format": "tflite",
                          "precision": "int8", "status": "error: RuntimeLoadError: bad file"})
-    report = gate_report(data)
+    report = gate_report(data).to_dict()
     assert report["skipped"] == [{"name": "m_coreml_fp16", "reason": "needs macOS"}]
     assert report["checked"] == ["m_onnx_int8", "m_tflite_int8"] and not report["passed"]
     (v,) = report["violations"]
@@ -80,9 +106,8 @@ def test_no_scored_student_is_an_error() -> None:
 
 def test_fixture_gate_matches_its_rows() -> None:
     data = json.loads(FIXTURE.read_text())
-    report = gate_report(data)
+    report = gate_report(data).to_dict()
     want = copy.deepcopy(data["gate"])
-    want.pop("enforced")
     for got_v, want_v in zip(report["violations"], want["violations"], strict=True):
         assert got_v.pop("value") == pytest.approx(want_v.pop("value"))
         assert got_v.pop("limit") == pytest.approx(want_v.pop("limit"))

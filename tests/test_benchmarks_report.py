@@ -95,3 +95,8 @@ def test_bad_inputs_exit_2_naming_the_file(tmp_path: Path, results_dir: Path,
     (results_dir / "results.json").write_text("[1, 2]")
     assert main([str(results_dir)]) == 2
     assert "not a results file" in capsys.readouterr().err
+    (results_dir / "results.json").write_text('{"meta": {}, "rows": [{"ece": NaN}]}')
+    assert main([str(results_dir)]) == 2  # strict JSON: NaN is not a number here
+    err = capsys.readouterr().err
+    assert "results.json: cannot read results (NaN is not valid JSON)" in err
+    assert err.count("\n") == 1

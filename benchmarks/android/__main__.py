@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.android.adb import AdbError, BinaryError, find_adb, read_device_info, select_device
+from benchmarks.android.adb import find_adb, read_device_info, select_device
 from benchmarks.android.parity import (
     ParityConfig,
     ParityError,
@@ -18,8 +17,7 @@ from benchmarks.android.parity import (
     run_device_parity,
     score_logits,
 )
-from benchmarks.android.parsers import ParseError
-from benchmarks.android.results import ResultsError, attach_accuracy, merge_results
+from benchmarks.android.results import attach_accuracy, merge_results
 from benchmarks.android.run import (
     AndroidBenchConfig,
     AndroidRun,
@@ -27,9 +25,9 @@ from benchmarks.android.run import (
     load_artifacts,
     run_android_benchmarks,
 )
-from kd_core.io import atomic_path, atomic_write_text
-
-EXPECTED = (AdbError, BinaryError, BenchError, ParseError, ParityError, ResultsError)
+from benchmarks.inputs import thread_list
+from kd_core import cli
+from kd_core.io import atomic_path, check_output_dir, dumps_json, write_json
 
 DESCRIPTION = """\
 Time exported models on an Android phone over adb with the official tools (LiteRT benchmark_model
@@ -38,41 +36,33 @@ Files go to /data/local/tmp/edgekd on the phone and are removed afterwards.
 Run `python -m benchmarks.android parity --help` for the on-device accuracy-parity check."""
 
 
-def _threads(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
-    return values
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", required=True, metavar="DIR",
-                   help="export folder holding manifest.json (or bare .tflite/.pte files)")
+                   help="export folder with its manifest (or bare .tflite/.pte files)")
     p.add_argument("--serial", metavar="S", help="device serial from `adb devices` "
                    "(default: $ANDROID_SERIAL, else the only attached device)")
     p.add_argument("--adb", metavar="PATH", help="adb executable (default: adb on PATH)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                   help="seconds allowed for one run on the phone (default 600)")
+                   help="seconds allowed for one run on the phone")
     p.add_argument("--out", metavar="R", help="results folder: phone rows are merged into "
                    "R/results.json (host rows kept), or a new one is written")
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.android", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m benchmarks.android", DESCRIPTION,
+                   "Exit 1: adb or the phone failed, or a run printed no usable timing.")
     _common(p)
     p.add_argument("--tflite-benchmark", metavar="PATH",
                    help="Android build of LiteRT benchmark_model (android_aarch64_benchmark_model)")
     p.add_argument("--executorch-runner", metavar="PATH",
                    help="Android build of ExecuTorch executor_runner (times each .pte)")
-    p.add_argument("--threads", type=_threads, default=(1, 4), metavar="1,4",
-                   help="thread counts to time, comma-separated (default 1,4)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
-    p.add_argument("--warmup", type=int, default=5,
-                   help="warm-up runs for benchmark_model (default 5)")
+    d = AndroidBenchConfig("")
+    p.add_argument("--threads", type=thread_list, default=",".join(map(str, d.threads)),
+                   metavar="1,4",
+                   help="thread counts to time, comma-separated")
+    p.add_argument("--runs", type=int, default=d.runs, help="timed runs per model")
+    p.add_argument("--warmup", type=int, default=d.warmup,
+                   help="warm-up runs for benchmark_model")
     p.add_argument("--taskset", metavar="MASK",
                    help="pin the tool to CPUs with `taskset MASK` (for example f0: big cores)")
     return p
@@ -80,10 +70,10 @@ def bench_parser() -> argparse.ArgumentParser:
 
 def parity_parser() -> argparse.ArgumentParser:
     d = ParityConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.android parity",
-        description="Run preprocessed images through a model on the phone (the demo app's "
-                    "ParityTest), pull the outputs back and score them on the host.")
+    p = cli.parser(
+        "python -m benchmarks.android parity",
+        "Run preprocessed images through a model on the phone (the demo app's ParityTest), "
+        "pull the outputs back and score them on the host.")
     _common(p)
     p.add_argument("--artifact", metavar="NAME",
                    help="artefact name from the manifest (default: the only .tflite one)")
@@ -91,10 +81,9 @@ def parity_parser() -> argparse.ArgumentParser:
                    help="float32 N x 3 x H x W preprocessed images (kd_core preprocessing)")
     p.add_argument("--labels", metavar="Y.npy", help="N class indices: adds AUC and decisions")
     p.add_argument("--host-logits", metavar="H.npy", help="N x C host logits to compare with")
-    p.add_argument("--instrumentation", default=d.instrumentation,
-                   help=f"test package/runner (default {d.instrumentation})")
+    p.add_argument("--instrumentation", default=d.instrumentation, help="test package/runner")
     p.add_argument("--device-outputs", default=d.device_outputs, metavar="PATH",
-                   help=f"where the app writes its outputs (default {d.device_outputs})")
+                   help="where the app writes its outputs")
     return p
 
 
@@ -123,14 +112,14 @@ def bench_main(args: argparse.Namespace) -> int:
         print(f"wrote {len(run.rows)} phone row(s) to {path}")
     for error in run.errors:
         print(f"error: {error}", file=sys.stderr)
-    return 1 if run.errors else 0
+    return cli.EXIT_FAILED if run.errors else cli.EXIT_OK
 
 
 def _load_npy(path: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise ParityError(f"{path}: cannot read .npy ({exc})") from None
+        raise BenchError(f"{path}: cannot read .npy ({exc})") from None
 
 
 def _pick_artifact(folder: str, name: str | None) -> dict[str, Any]:
@@ -148,6 +137,8 @@ def _pick_artifact(folder: str, name: str | None) -> dict[str, Any]:
 
 
 def parity_main(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_dir(args.out, "--out")
     artifact = _pick_artifact(args.artifacts, args.artifact)
     x = _load_npy(args.inputs)
     cfg = ParityConfig(instrumentation=args.instrumentation, device_outputs=args.device_outputs,
@@ -165,29 +156,33 @@ def parity_main(args: argparse.Namespace) -> int:
         report["accuracy"] = score_logits(outputs, _load_npy(args.labels), kind=kind, **common)
     if args.host_logits:
         report["vs_host"] = compare_logits(outputs, _load_npy(args.host_logits), **common)
-    print(json.dumps(report, indent=2))
+    print(dumps_json(report), end="")
     if args.out:
         out, name = Path(args.out), str(artifact.get("name"))
-        atomic_write_text(out / f"android_parity_{name}.json", json.dumps(report, indent=2) + "\n")
+        write_json(out / f"android_parity_{name}.json", report)
         with atomic_path(out / f"android_outputs_{name}.npy") as tmp, tmp.open("wb") as fh:
             np.save(fh, outputs)
         if "accuracy" in report:
             attach_accuracy(out, name, device, report["accuracy"])
-    return 0
+    return cli.EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _body(argv: list[str]) -> int:
+    """The subcommand; a ParityError that is not bad input means the phone step failed."""
     try:
         if argv[:1] == ["parity"]:
             return parity_main(parity_parser().parse_args(argv[1:]))
         return bench_main(bench_parser().parse_args(argv))
-    except EXPECTED as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except ParityError as exc:
+        if isinstance(exc, cli.BadInput):
+            raise
+        raise cli.JobFailed(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cli.setup_logging()
+    return cli.run(lambda: _body(argv))
 
 
 if __name__ == "__main__":

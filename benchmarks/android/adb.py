@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kd_core.cli import BadInput, JobFailed
+
 REMOTE_DIR = "/data/local/tmp/edgekd"
 
 ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64"}
@@ -25,11 +27,11 @@ THERMAL_STATUS = {0: "none", 1: "light", 2: "moderate", 3: "severe", 4: "critica
                   5: "emergency", 6: "shutdown"}
 
 
-class AdbError(RuntimeError):
-    """adb is missing, no usable device, or a call to the device failed."""
+class AdbError(JobFailed):
+    """adb is missing, no usable device, or a call to the device failed (exit 1)."""
 
 
-class BinaryError(ValueError):
+class BinaryError(BadInput):
     """A benchmark binary that cannot run on the phone (missing, not ELF, not executable, ABI)."""
 
 
@@ -122,15 +124,28 @@ class Adb:
         self.shell("rm -rf " + " ".join(shlex.quote(r) for r in remote))
 
 
+# The states `adb devices` prints (adb's ConnectionState names).
+DEVICE_STATES = ("device", "offline", "unauthorized", "authorizing", "connecting", "bootloader",
+                 "recovery", "rescue", "sideload", "host", "no permissions", "unknown")
+
+
 def parse_devices(text: str) -> list[tuple[str, str]]:
-    """(serial, state) pairs from ``adb devices`` output."""
+    """(serial, state) pairs from ``adb devices`` output; ``AdbError`` when the output is not a
+    device list (a broken adb, or another program on PATH called adb)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("* daemon", "adb server"))]
+    if not lines or not lines[0].startswith("List of devices attached"):
+        first = lines[0][:80] if lines else "no output"
+        raise AdbError(f"'adb devices' did not print a device list (it printed: {first!r}); "
+                       "is that adb working?")
     out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("*", "List of devices", "adb ")):
-            continue
+    for line in lines[1:]:
         parts = line.split(None, 1)
-        out.append((parts[0], parts[1].strip() if len(parts) > 1 else "unknown"))
+        state = parts[1].strip() if len(parts) > 1 else ""
+        if len(parts) != 2 or not state.startswith(DEVICE_STATES):
+            raise AdbError(f"'adb devices' printed a line that is not 'SERIAL STATE': "
+                           f"{line[:80]!r}; is that adb working?")
+        out.append((parts[0], state))
     return out
 
 

@@ -17,17 +17,20 @@ memory in MB, ``None`` where the tool does not print a figure. The formats are d
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from kd_core.cli import JobFailed
 
 NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _UNIT_TO_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3}
 MIB = float(1 << 20)
 
 
-class ParseError(ValueError):
-    """A tool's output holds no timing line (or is not the expected format)."""
+class ParseError(JobFailed):
+    """A tool's output holds no timing line, or an impossible figure (not finite, negative)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,15 @@ class DeviceBenchmark:
     device: str | None = None
     p90_ms: float | None = None  # onnxruntime_perf_test prints these two as well
     p99_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        """Times and memory are finite and non-negative (``1e400`` parses as infinity)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith(("_ms", "_mb", "runs")) and value is not None and (
+                    not math.isfinite(value) or value < 0):
+                raise ParseError(f"{self.tool} output has an impossible {f.name} ({value!r}): "
+                                 "timings and memory must be finite and non-negative")
 
 
 def last_lines(text: str, n: int = 10) -> str:

@@ -8,14 +8,14 @@ load_ms, peak_memory_mb``) with ``location = "android"``; ``latency`` maps a thr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks.android.parsers import DeviceBenchmark
-from kd_core.io import atomic_write_text
+from kd_core.cli import BadInput
+from kd_core.io import loads_json, write_json
 
 RUNTIMES = {
     "benchmark_model": "LiteRT benchmark_model",
@@ -26,8 +26,8 @@ RUNTIMES = {
 LOCATION = "android"
 
 
-class ResultsError(ValueError):
-    """An existing results.json that cannot be merged into."""
+class ResultsError(BadInput):
+    """An existing results.json that cannot be read or merged into (names the file)."""
 
 
 def threads_key(threads: int | None) -> str:
@@ -117,9 +117,10 @@ def combine_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_results(path: Path) -> dict[str, Any]:
+    """A results file, strictly parsed (``NaN``/``Infinity`` are errors, not numbers)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data: Any = loads_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ResultsError(f"{path}: cannot read results ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise ResultsError(f"{path}: not a results file (expected {{'meta': ..., 'rows': [...]}})")
@@ -143,7 +144,7 @@ def merge_results(out_dir: str | Path, rows: list[dict[str, Any]],
         devices = data["meta"].setdefault("android_devices", {})
         name = str(device_meta.get("description") or device_meta.get("serial") or "android")
         devices[name] = {**device_meta, "updated": datetime.now(UTC).isoformat(timespec="seconds")}
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_json(path, data)
     return path
 
 
@@ -161,5 +162,5 @@ def attach_accuracy(out_dir: str | Path, name: str, device: str,
             row["accuracy"] = dict(accuracy)
             hit = True
     if hit:
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        write_json(path, data)
     return hit

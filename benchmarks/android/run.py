@@ -7,7 +7,7 @@ at each thread count -> parse -> remove ``/data/local/tmp/edgekd`` (always, in `
 
 from __future__ import annotations
 
-import json
+import logging
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -27,15 +27,18 @@ from benchmarks.android.adb import (
     select_device,
 )
 from benchmarks.android.parsers import PARSERS, DeviceBenchmark, ParseError
-from benchmarks.android.results import combine_rows, error_row, to_result_row
+from benchmarks.android.results import combine_rows, error_row, load_results, to_result_row
+from benchmarks.inputs import BenchInputError
+
+log = logging.getLogger(__name__)
 
 # artefact format -> (tool, config field holding the binary's host path)
 TOOLS = {"tflite": "benchmark_model", "executorch": "executor_runner"}
 SUFFIX_FORMATS = {".tflite": "tflite", ".pte": "executorch"}
 
 
-class BenchError(RuntimeError):
-    """Bad input for an Android benchmark run (artefacts, options)."""
+class BenchError(BenchInputError):
+    """Bad input for an Android benchmark run (artefacts, options); exit 2."""
 
 
 @dataclass(frozen=True)
@@ -67,26 +70,25 @@ class AndroidRun:
 
 
 def load_artifacts(folder: str | Path) -> list[dict[str, Any]]:
-    """Artefact entries of ``folder/manifest.json`` (or of the .tflite/.pte files without one)."""
+    """Artefact entries of ``folder``'s manifest (``kd_core.deploy.load_manifest``), each file
+    checked against the manifest's sha256; or the bare .tflite/.pte files of a folder without a
+    manifest."""
+    from benchmarks.integrity import artifact_problem, file_digest
+    from kd_core.deploy import load_manifest, manifest_path
+
     folder = Path(folder)
     if not folder.is_dir():
         raise BenchError(f"{folder}: artefact folder not found")
-    manifest = folder / "manifest.json"
-    if not manifest.exists():
+    if not manifest_path(folder).exists():
         files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIX_FORMATS)
         return [{"name": p.stem, "path": p.name, "format": SUFFIX_FORMATS[p.suffix],
                  "precision": None, "bytes": p.stat().st_size} for p in files]
-    try:
-        entries = json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BenchError(f"{manifest}: not a readable manifest ({exc!r})") from None
-    if not isinstance(entries, list):
-        raise BenchError(f"{manifest}: 'artifacts' must be a list")
-    for entry in entries:
-        if not isinstance(entry, dict) or "path" not in entry or "format" not in entry:
-            raise BenchError(f"{manifest}: artefact entry without 'path'/'format': {entry!r:.80}")
-        if not (folder / entry["path"]).exists():
-            raise BenchError(f"{manifest}: artefact file {folder / entry['path']} is missing")
+    entries = []
+    for entry in load_manifest(folder).artifacts:
+        problem = artifact_problem(entry, folder, file_digest(entry.file(folder)))
+        if problem is not None:
+            raise BenchError(problem.removeprefix("error: "))
+        entries.append(entry.to_dict())
     return entries
 
 
@@ -133,13 +135,21 @@ def run_one(adb: Adb, cfg: AndroidBenchConfig, tool: str, model: str, threads: i
 
 
 def host_checks(cfg: AndroidBenchConfig) -> tuple[list[tuple[dict[str, Any], str]], dict[str, str]]:
-    """Everything checked before adb is touched: options, artefacts, binaries (ELF, exec bit)."""
+    """Everything checked before adb is touched: options, output folder, artefacts, binaries
+    (ELF, exec bit)."""
+    from benchmarks.inputs import check_counts, check_threads
+    from kd_core.io import check_output_dir
+
     if not cfg.tflite_benchmark and not cfg.executorch_runner:
         raise BenchError("give --tflite-benchmark PATH (and/or --executorch-runner PATH)")
-    if not cfg.threads or min(cfg.threads) < 1:
-        raise BenchError(f"--threads must be positive integers, got {cfg.threads}")
-    if cfg.runs < 1 or cfg.warmup < 0:
-        raise BenchError(f"--runs must be >= 1 and --warmup >= 0 (got {cfg.runs}, {cfg.warmup})")
+    check_threads(cfg.threads)
+    check_counts(runs=(cfg.runs, 1), warmup=(cfg.warmup, 0))
+    if not cfg.timeout_s > 0:
+        raise BenchError(f"--timeout must be > 0 seconds, got {cfg.timeout_s}")
+    if cfg.out:
+        check_output_dir(cfg.out, "--out")
+        if (Path(cfg.out) / "results.json").is_file():  # merged into: readable, before work
+            load_results(Path(cfg.out) / "results.json")
     jobs = plan_jobs(cfg, load_artifacts(cfg.artifacts))
     abis = {tool: check_binary(path) for tool in TOOLS.values() if (path := cfg.binary(tool))}
     return jobs, abis
@@ -150,7 +160,7 @@ def cleanup(adb: Adb) -> None:
     try:
         adb.remove(REMOTE_DIR)
     except AdbError as exc:
-        print(f"warning: could not remove {REMOTE_DIR} from the phone: {exc}", file=sys.stderr)
+        log.warning("warning: could not remove %s from the phone: %s", REMOTE_DIR, exc)
 
 
 def run_android_benchmarks(cfg: AndroidBenchConfig) -> AndroidRun:
