@@ -3,11 +3,13 @@
 For every artefact row run on this host: |ROC-AUC - float student's| <= ``max_auc_delta``;
 sensitivity at the shipped threshold >= the float student's ``Decision.min_sensitivity`` (its
 target sensitivity minus the contract's margin; ``Tolerances.min_sensitivity`` overrides it);
-ECE at the shipped temperature <= float student's ECE + ``max_ece_delta``. A row that failed to
-run (or whose file does not match the manifest's sha256) is a violation too (metric ``status``);
-a row whose runtime cannot run here (Core ML off macOS) is skipped, not failed. A gate that
-checked no artefact has not passed. ``gate_report`` returns a typed ``GateReport``, ``check``
-raises ``ParityGateError`` naming the format and the numbers.
+ECE at the shipped temperature <= float student's ECE + ``max_ece_delta``. A model without a
+positive class (decided by argmax) is held to its macro ROC-AUC (the ``roc_auc`` it reports)
+and to top-1 agreement with the float student >= ``min_top1_agreement`` instead of sensitivity.
+A row that failed to run (or whose file does not match the manifest's sha256) is a violation
+too (metric ``status``); a row whose runtime cannot run here (Core ML off macOS) is skipped, not
+failed. A gate that checked no artefact has not passed. ``gate_report`` returns a typed
+``GateReport``, ``check`` raises ``ParityGateError`` naming the format and the numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Tolerances:
     max_auc_delta: float = 0.005
     min_sensitivity: float | None = None  # None: the float student's Decision.min_sensitivity
     max_ece_delta: float = 0.01
+    min_top1_agreement: float = 0.98  # argmax models: share of images decided as the student
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -102,13 +105,16 @@ def sensitivity_floor(ref: Mapping[str, Any], tol: Tolerances) -> float | None:
     (None: the reference has no target sensitivity, so sensitivity is not gated)."""
     from kd_core.deploy import Decision
 
-    if tol.min_sensitivity is not None:
-        return tol.min_sensitivity
     decision = ref.get("decision")
     if not isinstance(decision, Mapping):
         raise ValueError(f"parity gate: the reference row {ref.get('name')!r} records no "
                          "decision (labels, threshold, target sensitivity)")
-    return Decision.from_dict(decision, f"row {ref.get('name')}").min_sensitivity
+    ref_decision = Decision.from_dict(decision, f"row {ref.get('name')}")
+    if ref_decision.positive_index is None:
+        return None  # argmax: gated on top-1 agreement instead
+    if tol.min_sensitivity is not None:
+        return tol.min_sensitivity
+    return ref_decision.min_sensitivity
 
 
 def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
@@ -129,7 +135,13 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
         out.append(fail("roc_auc", delta, tol.max_auc_delta,
                         f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
                         f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
+    if acc.get("positive_index", 1) is None:
+        agree = acc.get("argmax_agreement_vs_student")
+        if agree is None or not agree >= tol.min_top1_agreement:
+            out.append(fail("top1_agreement", agree, tol.min_top1_agreement,
+                            f"top-1 agreement with the float student {agree} is below "
+                            f"{tol.min_top1_agreement:g}"))
+    elif floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
         out.append(fail("sensitivity", acc["sensitivity"], floor,
                         f"sensitivity {acc['sensitivity']:.4f} at threshold "
                         f"{acc['threshold']:.4g} is below {floor:g}"))

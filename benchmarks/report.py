@@ -123,12 +123,19 @@ def deployment_table(results: Mapping[str, Any]) -> str:
 summary_table = deployment_table
 
 
+def positives(meta: Mapping[str, Any]) -> str:
+    """"166 melanoma" (the positive class's images), or "7 classes" for an argmax model."""
+    if "positive" in meta and meta["positive"] is None:
+        return f"{len(meta.get('labels') or [])} classes, argmax"
+    return f"{meta.get('n_pos', '?')} {meta.get('positive') or 'melanoma'}"
+
+
 def caption(results: Mapping[str, Any]) -> str:
     """One line saying what the table measured: data, split, image size, host, date."""
     meta = results.get("meta") or {}
     data = Path(str(meta.get("data") or "?")).name
     parts = [f"{meta.get('split', '?')} split of `{data}`: {meta.get('n', '?')} images "
-             f"({meta.get('n_pos', '?')} melanoma)"]
+             f"({positives(meta)})"]
     if meta.get("image_size"):
         parts.append(f"{meta['image_size']} px")
     runs = (meta.get("latency") or {}).get("runs")
@@ -200,7 +207,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     parts = [
         "# Benchmark results", "",
         f"- data: `{m.get('data')}` split `{m.get('split')}`: {m.get('n')} images, "
-        f"{m.get('n_pos')} melanoma (prevalence {num(m.get('prevalence'))})",
+        f"{positives(m)} (prevalence {num(m.get('prevalence'))})",
         f"- host: {m.get('host')}; threads {m.get('threads')}; latency: batch 1, "
         f"{lat.get('warmup')} warm-up + {lat.get('runs')} timed runs, one process per run",
         f"- created {m.get('created')}", *[f"- warning: {w}" for w in m.get("warnings", [])],
