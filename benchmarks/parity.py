@@ -139,7 +139,8 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
         agree = acc.get("argmax_agreement_vs_student")
         if agree is None or not agree >= tol.min_top1_agreement:
             out.append(fail("top1_agreement", agree, tol.min_top1_agreement,
-                            f"top-1 agreement with the float student {agree} is below "
+                            f"top-1 agreement with the float student "
+                            f"{'n/a' if agree is None else format(agree, '.4f')} is below "
                             f"{tol.min_top1_agreement:g}"))
     elif floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
         out.append(fail("sensitivity", acc["sensitivity"], floor,

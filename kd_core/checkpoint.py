@@ -356,8 +356,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 if __name__ == "__main__":  # python -m kd_core.checkpoint import ...: kd_core.importer's CLI
-    import sys
+    import runpy
 
-    from kd_core.importer import main
-
-    sys.exit(main())
+    runpy.run_module("kd_core.importer", run_name="__main__", alter_sys=True)

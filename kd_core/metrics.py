@@ -294,7 +294,7 @@ def curves(y_pos: Any, p_pos: Any) -> dict[str, Any]:
 def evaluate_predictions(
     logits: Any,
     y: Any,
-    positive_index: int | None,
+    positive_index: int,
     threshold: float | None = None,
     temperature: float = 1.0,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
@@ -305,13 +305,9 @@ def evaluate_predictions(
 
     ``threshold=None`` finds the largest threshold reaching ``target_sensitivity`` on *this*
     data (fit it on validation and pass it in for an honest test figure). ``bootstrap=0`` skips
-    the ROC-AUC confidence interval (the CI keys are then None). ``positive_index=None`` (an
-    argmax model): ``kd_core.multiclass.evaluate_multiclass`` (macro ROC-AUC, top-1, per class).
+    the ROC-AUC confidence interval (the CI keys are then None). An argmax model (no positive
+    class) is scored by ``kd_core.multiclass.evaluate_multiclass``.
     """
-    if positive_index is None:
-        from kd_core.multiclass import evaluate_multiclass
-
-        return evaluate_multiclass(logits, y, None, temperature, bootstrap, seed)
     z, yi = to_numpy(logits), to_numpy(y, np.int64)
     if z.ndim != 2 or len(z) != len(yi) or not 0 <= positive_index < z.shape[1]:
         raise ValueError(f"evaluate_predictions: bad shapes {z.shape} {yi.shape} / positive index")

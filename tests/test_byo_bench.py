@@ -62,7 +62,7 @@ def test_the_gate_holds_argmax_models_to_top1_agreement() -> None:
     assert report.min_sensitivity is None  # no positive class: no sensitivity floor
     assert [(v.name, v.metric) for v in report.violations] == [
         ("flips", "top1_agreement"), ("worse", "roc_auc")]
-    assert "top-1 agreement with the float student 0.9 is below 0.98" in report.reasons(
+    assert "top-1 agreement with the float student 0.9000 is below 0.98" in report.reasons(
         "flips")[0]
     relaxed = gate_report({"rows": rows}, Tolerances(min_top1_agreement=0.9,
                                                      max_auc_delta=0.05))

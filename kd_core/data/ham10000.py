@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kd_core.data.prepared import DX_CLASSES as DX_CLASSES
+from kd_core.data.prepared import MEL_CLASSES as MEL_CLASSES
 from kd_core.data.prepared import SPLIT_FILES as SPLIT_FILES
 from kd_core.data.prepared import DataError as DataError
 from kd_core.data.prepared import SplitData as SplitData
@@ -31,10 +33,7 @@ from kd_core.io import thread_pool
 
 log = logging.getLogger(__name__)
 
-# The class names, in one place: the 7 HAM10000 diagnoses (``--target dx``) and melanoma vs rest
-# (``--target mel``). Checkpoints, manifests and the apps carry these as their labels.
-DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-MEL_CLASSES = ("other", "melanoma")
+# The class names live in kd_core.data.prepared (every prepared folder's reader needs them).
 TARGETS = {"mel": MEL_CLASSES, "dx": DX_CLASSES}
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 IMAGE_FOLDERS = (

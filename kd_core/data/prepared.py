@@ -28,6 +28,12 @@ SPLIT_FILES = {"train": "train_data.csv", "val": "val_data.csv", "holdout": "hol
 GENERIC_COLUMNS = ["image_id", "label", "group", "image_path"]
 GENERIC_ALL = "labeled_data.csv"  # every usable image of an image-folder or CSV dataset
 OTHER = "other"  # the negative class of a binary task ("X vs rest")
+# HAM10000's class names, in one place (kd_core.data.ham10000 re-exports them): the 7 diagnoses
+# (``--target dx``) and melanoma vs rest (``--target mel``). Checkpoints, manifests and the apps
+# carry these as their labels.
+DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+MEL_CLASSES = ("other", "melanoma")
+SYNTHETIC_MARKER = "synthetic.json"  # in a folder written by kd_core.data.synthetic
 
 
 class DataError(BadInput):
@@ -111,8 +117,6 @@ class SplitData:
 
 
 def ham_info(name: str = "HAM10000") -> DataInfo:
-    from kd_core.data.ham10000 import DX_CLASSES
-
     return DataInfo("ham10000", name, tuple(DX_CLASSES), "mel", {"melanoma": "mel"})
 
 
@@ -169,9 +173,7 @@ def data_info(prepared_dir: Path) -> DataInfo:
     meta = read_split_metadata(prepared_dir)
     kind = meta.get("kind", "ham10000")
     if kind == "ham10000":
-        from kd_core.data.synthetic import MARKER
-
-        synthetic = (Path(meta["data_dir"]) / MARKER).is_file()
+        synthetic = (Path(meta["data_dir"]) / SYNTHETIC_MARKER).is_file()
         return ham_info("synthetic demo data" if synthetic else "HAM10000")
     classes = meta.get("classes")
     if not isinstance(classes, list) or len(classes) < 2 or not all(

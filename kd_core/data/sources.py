@@ -92,7 +92,7 @@ def source_info(data_dir: Path, prepared_dir: Path | None = None,
     """What ``resolve_prepared(data_dir, prepared_dir)`` will hold (kind, name, classes), read
     without preparing anything: a run checks its task before any work."""
     from kd_core.data.folders import list_image_folder, read_csv_listing
-    from kd_core.data.synthetic import MARKER
+    from kd_core.data.prepared import SYNTHETIC_MARKER
 
     data_dir = Path(data_dir)
     for folder in (data_dir, prepared_dir):
@@ -100,7 +100,8 @@ def source_info(data_dir: Path, prepared_dir: Path | None = None,
             return data_info(folder)
     kind = data_kind(data_dir, metadata)
     if kind == "ham10000":
-        return ham_info("synthetic demo data" if (data_dir / MARKER).is_file() else "HAM10000")
+        synthetic = (data_dir / SYNTHETIC_MARKER).is_file()
+        return ham_info("synthetic demo data" if synthetic else "HAM10000")
     if kind in ("imagefolder", "csv"):
         listing = list_image_folder(data_dir) if kind == "imagefolder" else (
             read_csv_listing(data_dir))
