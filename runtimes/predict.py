@@ -20,10 +20,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd_core import cli
 from kd_core.deploy import ContractError, ManifestEntry, load_manifest, manifest_path
+
+if TYPE_CHECKING:
+    from runtimes import Runner
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -48,31 +51,28 @@ class Prediction:
                 "threshold": self.threshold}
 
 
-def _pick(entries: Sequence[ManifestEntry], where: Path, fmt: str | None,
-          precision: str | None) -> ManifestEntry:
+def _matching(entries: Sequence[ManifestEntry], where: Path, fmt: str | None,
+              precision: str | None) -> list[ManifestEntry]:
     found = [e for e in entries if (fmt is None or e.format == fmt)
              and (precision is None or e.precision == precision)]
     if not found:
         have = ", ".join(f"{e.format}/{e.precision}" for e in entries) or "none"
         asked = "/".join(x for x in (fmt, precision) if x) or "any"
         raise PredictInputError(f"{where}: no artefact {asked} in the manifest (it has {have})")
-    if len(found) > 1:
-        log.info("%d artefacts match; using %s (--format and --precision pick another)",
-                 len(found), found[0].name)
-    return found[0]
+    return found
 
 
-def find_artefact(target: Path, fmt: str | None = None, precision: str | None = None
-                  ) -> tuple[ManifestEntry, Path]:
-    """The manifest entry to run and the folder its path is relative to: an export folder
-    (first artefact matching ``fmt``/``precision``), an artefact file beside its manifest, or a
-    checkpoint (PyTorch)."""
+def find_artefacts(target: Path, fmt: str | None = None, precision: str | None = None
+                   ) -> tuple[list[ManifestEntry], Path]:
+    """The manifest entries that may run, in the manifest's order, and the folder their paths
+    are relative to: an export folder's artefacts matching ``fmt``/``precision``, one artefact
+    file beside its manifest, or a checkpoint (PyTorch)."""
     if not target.exists():
         raise PredictInputError(f"{target}: not found")
     if target.is_file() and target.suffix.lower() in CHECKPOINT_SUFFIXES:
         from runtimes.torch_eager import checkpoint_entry
 
-        return _as_entry(checkpoint_entry(target), target), target.parent
+        return [_as_entry(checkpoint_entry(target), target)], target.parent
     folder = target if target.is_dir() and manifest_path(target).is_file() else target.parent
     try:
         manifest = load_manifest(folder)
@@ -83,7 +83,28 @@ def find_artefact(target: Path, fmt: str | None = None, precision: str | None = 
         entries = [e for e in entries if e.file(folder).resolve() == target.resolve()]
         if not entries:
             raise PredictInputError(f"{target}: not an artefact listed in {manifest_path(folder)}")
-    return _pick(entries, folder, fmt, precision), folder
+    return _matching(entries, folder, fmt, precision), folder
+
+
+def load_first(entries: Sequence[ManifestEntry], root: Path, threads: int = 1
+               ) -> tuple[ManifestEntry, Runner]:
+    """The first entry whose runtime runs on this host (Core ML needs macOS), loaded."""
+    from runtimes import RuntimeLoadError, RuntimeUnavailable, load_runner
+
+    skipped = []
+    for entry in entries:
+        try:
+            runner = load_runner(entry, root, threads)
+        except RuntimeUnavailable as exc:
+            skipped.append(f"{entry.name} ({exc})")
+            continue
+        except RuntimeLoadError as exc:
+            raise PredictInputError(str(exc)) from None
+        if skipped:
+            log.info("using %s: %s cannot run on this host", entry.name, "; ".join(skipped))
+        return entry, runner
+    raise PredictInputError(f"no artefact can run on this host: {'; '.join(skipped)}; pick "
+                            "another with --format/--precision")
 
 
 def _as_entry(entry: Any, source: Path) -> ManifestEntry:
@@ -108,24 +129,16 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-def predict_images(entry: ManifestEntry, root: Path, images: Sequence[Path],
-                   threads: int = 1) -> list[Prediction]:
+def predict_images(entry: ManifestEntry, runner: Runner, images: Sequence[Path]
+                   ) -> list[Prediction]:
     """Preprocess every image (errors name the file), run the artefact, decide."""
     import numpy as np
 
     from kd_core.data.transforms import ImageError, preprocess
-    from runtimes import RuntimeLoadError, RuntimeUnavailable, load_runner
 
     try:
         x = np.stack([preprocess(p, entry.preprocessing) for p in images])
     except ImageError as exc:
-        raise PredictInputError(str(exc)) from None
-    try:
-        runner = load_runner(entry, root, threads)
-    except RuntimeUnavailable as exc:
-        raise PredictInputError(f"{entry.name}: its runtime cannot run on this host ({exc}); "
-                                "pick another artefact with --format/--precision") from None
-    except RuntimeLoadError as exc:
         raise PredictInputError(str(exc)) from None
     logits = runner.predict(x)
     d = entry.decision
@@ -162,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
                         help="image files or folders of images")
     parser.add_argument("--format", help="artefact format in an export folder (tflite, "
-                        "executorch, onnx, coreml); default: the first listed")
+                        "executorch, onnx, coreml); default: the first listed that runs here")
     parser.add_argument("--precision", help="artefact precision (fp32, int8, ...)")
     parser.add_argument("--threads", type=int, default=1, help="runtime CPU threads")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -175,9 +188,10 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise PredictInputError(f"--threads must be at least 1, got {args.threads}")
-    entry, root = find_artefact(args.artefact, args.format, args.precision)
+    entries, root = find_artefacts(args.artefact, args.format, args.precision)
     images = image_files(args.images)
-    results = predict_images(entry, root, images, args.threads)
+    entry, runner = load_first(entries, root, args.threads)
+    results = predict_images(entry, runner, images)
     if args.json:
         print(dumps_json({"artefact": entry.name, "format": entry.format,
                           "precision": entry.precision, "labels": list(entry.decision.labels),
