@@ -72,7 +72,9 @@ class ZooConfig:
 def check_config(cfg: ZooConfig) -> None:
     """Every flag before any work (architectures, sizes, formats, counts, folders)."""
     from exporters.run import check_formats
-    from kd_core.data.sources import data_kind
+    from kd_core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from kd_core.data.prepared import task_for
+    from kd_core.data.sources import data_kind, source_info
     from kd_core.io import check_output_dir
     from kd_core.model_names import describe
     from kd_core.models import get_spec, is_known
@@ -95,9 +97,15 @@ def check_config(cfg: ZooConfig) -> None:
                              ("--calib-samples", cfg.calib_samples, 1)):
         if value < low:
             raise ZooInputError(f"{flag} must be at least {low}, got {value}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ZooInputError(f"--limit must be at least 1, got {cfg.limit}")
+    if not MIN_IMAGE_SIZE <= cfg.image_size <= MAX_IMAGE_SIZE:
+        raise ZooInputError(f"--image-size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got "
+                            f"{cfg.image_size}")
     if data_kind(Path(cfg.data_dir)) is None:
         raise ZooInputError(f"--data-dir {cfg.data_dir}: not a data source (HAM10000 folder, "
                             "image folder, CSV file or prepared split folder)")
+    task_for(source_info(Path(cfg.data_dir)), "auto", cfg.positive)  # --positive names a class
     check_output_dir(cfg.out, "--out")
 
 

@@ -90,6 +90,8 @@ def test_bad_zoo_arguments_fail_before_work(images: Path, tmp_path: Path,
         (["--archs", "tiny_resnet", *base, "--formats", "gif"], "unknown format(s) gif"),
         (["--archs", "tiny_resnet", "--data-dir", str(tmp_path), "--out", "z"],
          "not a data source"),
+        (["--archs", "tiny_resnet", *base, "--positive", "pink"], "--positive pink: not a class"),
+        (["--archs", "tiny_resnet", *base, "--limit", "0"], "--limit must be at least 1"),
     ]:
         assert zoo_main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
