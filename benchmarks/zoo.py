@@ -53,7 +53,7 @@ class ZooConfig:
     positive: str | None = None
     calib_samples: int = 128
     split: str = "holdout"
-    limit: int | None = 500  # images scored
+    limit: int | None = None  # score only the first N images of the split (None: all)
     runs: int = 30
     warmup: int = 5
     seed: int = 42
@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INT8 calibration images")
     p.add_argument("--split", choices=("train", "val", "holdout"), default=d.split,
                    help="images scored")
-    p.add_argument("--limit", type=int, default=d.limit, help="score at most this many images")
+    p.add_argument("--limit", type=int, default=d.limit, help="score only the first N images "
+                   "of the split (HAM10000's are ordered by diagnosis: leave it out there)")
     p.add_argument("--runs", type=int, default=d.runs, help="timed runs per artefact")
     p.add_argument("--warmup", type=int, default=d.warmup, help="discarded warm-up runs")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of init, samples, split")
