@@ -219,7 +219,7 @@ def run_zoo(cfg: ZooConfig) -> dict[str, Any]:
     ``OUT/<arch>/cells.json`` as each architecture finishes."""
     from benchmarks.latency import host_device, tool_versions
     from benchmarks.zoo_table import add_speed_notes, failed_cell, summary
-    from kd_core.data.prepared import data_info
+    from kd_core.data.prepared import data_info, load_split
     from kd_core.data.sources import resolve_prepared
     from kd_core.io import write_json
 
@@ -244,8 +244,10 @@ def run_zoo(cfg: ZooConfig) -> dict[str, Any]:
         write_json(Path(cfg.out) / arch / "cells.json", {"key": cfg.key(arch), "cells": got})
         cells += got
     add_speed_notes(cells)
+    n_split = len(load_split(prepared, cfg.split))
     meta = {"data": cfg.data_dir, "data_name": data_info(prepared).name,
-            "prepared": str(prepared), "split": cfg.split, "n_eval": cfg.limit,
+            "prepared": str(prepared), "split": cfg.split,
+            "n_eval": min(n_split, cfg.limit or n_split),
             "image_size": cfg.image_size, "prepare": cfg.prepare, "formats": list(cfg.formats),
             "runs": cfg.runs, "warmup": cfg.warmup, "host": host_device(),
             "versions": tool_versions(), "created": datetime.now(UTC).isoformat(),
