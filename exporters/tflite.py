@@ -30,6 +30,7 @@ from exporters.base import (
     staging_dir,
     tool_versions,
 )
+from exporters.int8.float_io import PRECISION as FLOAT_IO
 from exporters.verify import verify_artifact
 from kd_core.io import atomic_path
 
@@ -50,11 +51,19 @@ class NCHWInput(nn.Module):
         return out
 
 
-@register_exporter(FORMAT, ".tflite", TOOLS)
+@register_exporter(FORMAT, ".tflite", TOOLS,
+                   precisions={"fp32": ("fp32",), "int8": ("int8", FLOAT_IO)})
 def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
-    return export_each(
-        FORMAT, cfg, lambda p: _export_one(model, example_inputs, out_dir, cfg, p))
+    done: dict[str, Artifact] = {}
+
+    def one(precision: str) -> Artifact:
+        if precision == FLOAT_IO:  # the int8 flatbuffer with float32 I/O: no second conversion
+            return _export_float_io(done.get("int8"), out_dir, cfg)
+        done[precision] = _export_one(model, example_inputs, out_dir, cfg, precision)
+        return done[precision]
+
+    return export_each(FORMAT, cfg, one)
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +109,27 @@ def _export_one(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path
     report = safe_graph_report(path, FORMAT) if precision == "int8" else None
     return replace(art, export_seconds=clock.seconds(), graph_report=report,
                    verification=verification)
+
+
+def _export_float_io(int8: Artifact | None, out_dir: Path, cfg: ExportSettings) -> Artifact:
+    """``exporters.int8.float_io``: the int8 artefact with float32 input and output."""
+    from exporters.int8 import float_io
+
+    if int8 is None:
+        raise float_io.FloatIOError(f"{FLOAT_IO} is made from the int8 artefact, which failed")
+    clock = Stopwatch()
+    name = artifact_name(cfg, FORMAT, FLOAT_IO)
+    raw = float_io.to_float_io(int8.path.read_bytes())
+    inp, out = io_details(raw)
+    recipe = {**(int8.quantization_recipe or {}), "io": f"float32, from {int8.name}"}
+    art = replace(int8, name=name, path=out_dir / f"{name}.tflite", precision=FLOAT_IO,
+                  input=inp, output=out, quantization_recipe=recipe)
+    data = add_metadata(raw, METADATA_KEY, metadata_json(cfg, art).encode())
+    with atomic_path(art.path) as tmp:
+        tmp.write_bytes(data)
+        verification = float_io.verify(art, tmp, int8, cfg)
+    return replace(art, export_seconds=clock.seconds(), verification=verification,
+                   graph_report=safe_graph_report(art.path, FORMAT))
 
 
 def _interpreter(model: bytes | Path) -> Any:
