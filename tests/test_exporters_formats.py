@@ -24,7 +24,7 @@ from kd_core.io import path_bytes, sha256_file
 SIZE = 32
 FP32_TOL = 1e-4
 EXPECTED = {f"tiny_mobilenet_{n}" for n in (
-    "tflite_fp32", "tflite_int8", "executorch_fp32", "executorch_int8", "coreml_fp16",
+    "tflite_fp32", "tflite_int8", "tflite_int8_float_io", "executorch_fp32", "executorch_int8", "coreml_fp16",
     "coreml_w8", "coreml_w8a8", "onnx_fp32", "onnx_int8")}
 
 
@@ -137,7 +137,7 @@ def test_manifest_describes_each_artefact(run: dict[str, Any]) -> None:
         assert e["source_checkpoint_sha256"] == ckpt_sha and e["export_seconds"] > 0
         assert e["input"]["layout"] == {"tflite": "NHWC"}.get(e["format"], "NCHW")
         assert e["output"]["kind"] == ("probabilities" if e["format"] == "coreml" else "logits")
-        quantized = e["precision"] in ("int8", "w8", "w8a8")
+        quantized = e["precision"] in ("int8", "int8_float_io", "w8", "w8a8")
         assert ("quantization_recipe" in e) == quantized and ("graph_report" in e) == quantized
         assert isinstance(e["verification"], dict)
     fp32 = [e for e in m["artifacts"] if e["precision"] == "fp32"]
