@@ -24,8 +24,8 @@ from kd_core.io import path_bytes, sha256_file
 SIZE = 32
 FP32_TOL = 1e-4
 EXPECTED = {f"tiny_mobilenet_{n}" for n in (
-    "tflite_fp32", "tflite_int8", "tflite_int8_float_io", "executorch_fp32", "executorch_int8", "coreml_fp16",
-    "coreml_w8", "coreml_w8a8", "onnx_fp32", "onnx_int8")}
+    "tflite_fp32", "tflite_int8", "tflite_int8_float_io", "executorch_fp32", "executorch_int8",
+    "coreml_fp16", "coreml_w8", "coreml_w8a8", "onnx_fp32", "onnx_int8")}
 
 
 @pytest.fixture(scope="module", autouse=True)
