@@ -32,7 +32,7 @@ WEB_DIR = ROOT / "web_demo"
 LITERT_JS = WEB_DIR / "node_modules" / "@litertjs" / "core"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--window-size=960,1000")
+                  "--disable-sync", "--window-size=800,1000")
 _AWAIT = "const done = arguments[arguments.length - 1];"
 READY_JS = _AWAIT + " window.edgekd.ready.then(done, (e) => done({error: String(e.message || e)}));"
 RESULT_JS = _AWAIT + " window.edgekd.result(arguments[0]).then(done);"

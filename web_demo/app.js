@@ -13,6 +13,7 @@ const TENSOR_TYPES = ['float32', 'int32', 'uint8']; // what LiteRT.js takes (no 
 const ARRAYS = { float32: Float32Array, int32: Int32Array, uint8: Uint8Array };
 
 const $ = (id) => document.getElementById(id);
+const short = (v) => String(Number(v.toPrecision(3))); // 0.07420872 -> "0.0742" (display only)
 const results = [];
 const waiting = new Map();
 
@@ -84,8 +85,8 @@ function showModel(contract, runtime, loadMs, warmupMs) {
     `${warmupMs.toFixed(1)} ms`;
   $('model-decision').textContent = decision.positiveIndex === null
     ? 'the most likely class'
-    : `referral when p(${decision.labels[decision.positiveIndex]}) ≥ ${decision.threshold}` +
-      ` at temperature ${decision.temperature}` + (decision.targetSensitivity
+    : `referral when p(${decision.labels[decision.positiveIndex]}) ≥ ${short(decision.threshold)}` +
+      ` at temperature ${short(decision.temperature)}` + (decision.targetSensitivity
       ? ` (threshold set for ${(decision.targetSensitivity * 100).toFixed(0)} % sensitivity on validation)`
       : '');
   $('model-info').hidden = false;
@@ -151,11 +152,11 @@ function show(contract, file, image, pixels, r, ms) {
   } else {
     const name = decision.labels[decision.positiveIndex];
     $('probability').textContent = `p(${name}) = ${r.positiveProbability.toFixed(3)}` +
-      ` at the shipped temperature ${decision.temperature}`;
+      ` at the shipped temperature ${short(decision.temperature)}`;
     box.textContent = r.positive
-      ? `Above the model's referral threshold (${decision.threshold}): a screening model would ` +
+      ? `Above the model's referral threshold (${short(decision.threshold)}): a screening model would ` +
         'refer this lesion to a clinician for assessment. This is not a diagnosis.'
-      : `Below the model's referral threshold (${decision.threshold}): a screening model would not ` +
+      : `Below the model's referral threshold (${short(decision.threshold)}): a screening model would not ` +
         'refer this lesion. This is not a diagnosis; a clinician should see any lesion that worries you.';
     box.className = r.positive ? 'above' : 'below';
   }
