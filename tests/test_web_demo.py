@@ -220,3 +220,14 @@ def test_page_shows_the_decision_and_the_notice(export: Path, tmp_path: Path) ->
     manifest = load_manifest(export)
     dataset = manifest.entry(NAME).dataset or manifest.dataset or "not recorded in the manifest"
     assert texts["model-dataset"] == dataset
+
+
+def test_browser_disagreement_is_a_failure() -> None:
+    from benchmarks.browser import violations
+
+    row = {"images": 200, "accuracy": {"decisions_differing_vs_host": 0,
+                                       "max_abs_dp_vs_host": 5e-4}}
+    assert violations(row, 1e-3) == ()
+    row["accuracy"] = {"decisions_differing_vs_host": 2, "max_abs_dp_vs_host": 0.02}
+    assert violations(row, 1e-3) == ("2 of 200 decisions differ from host LiteRT's",
+                                     "max |Δp| vs host LiteRT 0.02 > 0.001")
