@@ -36,6 +36,14 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 _AWAIT = "const done = arguments[arguments.length - 1];"
 READY_JS = _AWAIT + " window.edgekd.ready.then(done, (e) => done({error: String(e.message || e)}));"
 RESULT_JS = _AWAIT + " window.edgekd.result(arguments[0]).then(done);"
+# A user's drop: the file's bytes in a DataTransfer, dropped on the page's drop zone.
+DROP_JS = _AWAIT + """
+const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+const data = new DataTransfer();
+data.items.add(new File([bytes], arguments[1]));
+document.getElementById('drop').dispatchEvent(
+  new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+window.edgekd.result(arguments[2]).then(done);"""
 
 
 class PageError(JobFailed):
@@ -141,14 +149,22 @@ class PageSession:
             self._driver = None
         self._profile.cleanup()
 
-    def classify(self, image: Path) -> dict[str, Any]:
-        """Pick ``image`` in the page's file input; the page's record of it."""
+    def classify(self, image: Path, drop: bool = False) -> dict[str, Any]:
+        """Pick ``image`` in the page's file input (or drop it on the page, ``drop``); the
+        page's record of it."""
+        import base64
+
         from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
 
         try:
-            self._driver.find_element(By.ID, "file").send_keys(str(Path(image).resolve()))
-            record: dict[str, Any] = self._driver.execute_async_script(RESULT_JS, self._count)
+            if drop:
+                data = base64.b64encode(Path(image).read_bytes()).decode()
+                record: dict[str, Any] = self._driver.execute_async_script(
+                    DROP_JS, data, Path(image).name, self._count)
+            else:
+                self._driver.find_element(By.ID, "file").send_keys(str(Path(image).resolve()))
+                record = self._driver.execute_async_script(RESULT_JS, self._count)
         except WebDriverException as exc:
             raise _driver_error(exc, f"{image}: Chromium") from None
         self._count += 1

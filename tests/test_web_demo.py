@@ -196,8 +196,8 @@ def test_browser_matches_host_litert(export: Path, synth_prepared: Path, tmp_pat
 
 
 def test_page_shows_the_decision_and_the_notice(export: Path, tmp_path: Path) -> None:
-    """A user's view after picking one image: a real HAM10000 image when present. The
-    screenshot goes to build/web_demo/screenshot.png."""
+    """A user's view after dropping, then picking, one image (a real HAM10000 image when
+    present). The screenshot goes to build/web_demo/screenshot.png."""
     from benchmarks.chromium import PageSession, serve
     from exporters.web import stage_web_demo
 
@@ -206,10 +206,12 @@ def test_page_shows_the_decision_and_the_notice(export: Path, tmp_path: Path) ->
     image = real[0] if real else write_image_folder(tmp_path / "img", 1, size=120) / "b/img_000.jpg"
     stage_web_demo(export, tmp_path / "model")
     with serve(tmp_path / "model") as url, PageSession(url, chromium, driver, 120) as page:
+        dropped = page.classify(image, drop=True)
         record = page.classify(image)
         texts = {k: page.text(k) for k in ("notice", "decision", "probability", "latency",
                                           "model-dataset")}
         page.screenshot(ws.ROOT / "build" / "web_demo" / "screenshot.png")
+    assert dropped["logits"] == record["logits"] and dropped["file"] == record["file"]
     assert "not a medical device" in texts["notice"]
     side = "Above" if record["positive"] else "Below"
     assert texts["decision"].startswith(f"{side} the model's referral threshold (0.3)")
