@@ -27,16 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.inputs import BenchInputError
 from kd_core import cli
 
 log = logging.getLogger(__name__)
 
 LOCATION = "browser"
 SPLITS = ("train", "val", "holdout")
-
-
-class BrowserInputError(cli.BadInput):
-    """Bad input to the browser benchmark (a file, folder or flag, named in the message)."""
 
 
 @dataclass(frozen=True)
@@ -75,36 +72,32 @@ def check_inputs(cfg: BrowserConfig) -> tuple[Any, str, str]:
     from kd_core.deploy import load_manifest
 
     if cfg.limit is not None and cfg.limit < 2:
-        raise BrowserInputError(f"--limit must be >= 2, got {cfg.limit}")
+        raise BenchInputError(f"--limit must be >= 2, got {cfg.limit}")
     if not 0 < cfg.max_dp <= 1:
-        raise BrowserInputError(f"--max-dp must be in (0, 1], got {cfg.max_dp}")
+        raise BenchInputError(f"--max-dp must be in (0, 1], got {cfg.max_dp}")
     manifest = load_manifest(cfg.artifacts)
     entry = choose_entry(manifest, cfg.artifact, str(Path(cfg.artifacts) / "manifest.json"))
     if entry.decision.positive_index is None:
-        raise BrowserInputError(f"{entry.name}: a multi-class model has no positive class; "
+        raise BenchInputError(f"{entry.name}: a multi-class model has no positive class; "
                                 "the browser benchmark compares positive-class probabilities")
     if not entry.file(cfg.artifacts).is_file():
-        raise BrowserInputError(f"{entry.file(cfg.artifacts)}: artefact {entry.name} is missing")
+        raise BenchInputError(f"{entry.file(cfg.artifacts)}: artefact {entry.name} is missing")
     if not (LITERT_JS / "package.json").is_file():
-        raise BrowserInputError(f"{LITERT_JS}: LiteRT.js is not installed; run `npm ci` in "
+        raise BenchInputError(f"{LITERT_JS}: LiteRT.js is not installed; run `npm ci` in "
                                 f"{LITERT_JS.parents[2]}")
     try:
         chromium, driver = find_browser(cfg.chromium, cfg.chromedriver)
     except FileNotFoundError as exc:
-        raise BrowserInputError(str(exc)) from None
+        raise BenchInputError(str(exc)) from None
     _check_out(Path(cfg.out))
     return entry, chromium, driver
 
 
 def _check_out(out: Path) -> None:
-    try:
-        (out / "browser").mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out / "browser", prefix=".write-test."):
-            pass
-    except OSError as exc:
-        raise BrowserInputError(f"{out}: results folder cannot be written "
-                                f"({exc.strerror or exc})") from None
-    if (out / "results.json").exists():
+    from kd_core.io import check_output_dir
+
+    check_output_dir(out, "--out")
+    if (out / "results.json").exists():  # its rows are kept: it must be readable
         read_results(out / "results.json")
 
 
@@ -114,28 +107,25 @@ def read_results(path: Path) -> dict[str, Any]:
     try:
         data = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BrowserInputError(f"{path}: cannot read results ({exc})") from None
+        raise BenchInputError(f"{path}: cannot read results ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise BrowserInputError(f"{path}: not a results file (expected {{'meta', 'rows'}})")
+        raise BenchInputError(f"{path}: not a results file (expected {{'meta', 'rows'}})")
     data.setdefault("meta", {})
     return data
 
 
 def load_images(cfg: BrowserConfig) -> Any:
     """The split to classify (``SplitData``), cut to ``cfg.limit`` images."""
-    from kd_core.data.ham10000 import DataError, load_split
+    from kd_core.data.ham10000 import load_split
     from kd_core.data.sources import resolve_prepared
 
-    try:
-        prepared = resolve_prepared(Path(cfg.data_dir), Path(cfg.prepared_dir)
-                                    if cfg.prepared_dir else None, seed=cfg.seed)
-        split = load_split(prepared, cfg.split)
-    except DataError as exc:
-        raise BrowserInputError(str(exc)) from None
+    prepared = resolve_prepared(Path(cfg.data_dir), Path(cfg.prepared_dir)
+                                if cfg.prepared_dir else None, seed=cfg.seed)
+    split = load_split(prepared, cfg.split)
     n = len(split) if cfg.limit is None else cfg.limit
     split = type(split)(split.image_ids[:n], split.paths[:n], split.targets[:n], split.dx[:n])
     if len(split) < 2 or split.targets.min() == split.targets.max():
-        raise BrowserInputError(f"{cfg.data_dir}: the {cfg.split} split's first {len(split)} "
+        raise BenchInputError(f"{cfg.data_dir}: the {cfg.split} split's first {len(split)} "
                                 "images need both melanoma and other images (raise --limit)")
     return split
 
@@ -149,10 +139,10 @@ def host_run(entry: Any, root: Path, paths: list[Path]) -> dict[str, Any]:
 
     import numpy as np
 
+    from benchmarks.compat import load_runner
     from kd_core.data.transforms import normalize, preprocess_uint8
-    from runtimes import load_runner
 
-    runner = load_runner(entry.to_dict(), Path(root), threads=1)
+    runner = load_runner(entry, Path(root), threads=1)
     logits, times, digests = [], [], []
     for path in paths:
         pixels = preprocess_uint8(path, entry.preprocessing)
@@ -227,7 +217,7 @@ def build_row(cfg: BrowserConfig, entry: Any, page: dict[str, Any], host: dict[s
 
     info, records = page["info"], page["records"]
     logits = np.array([r["logits"] for r in records], dtype=np.float64)
-    accuracy = score(logits, y, entry.to_dict(), cfg.bootstrap, cfg.seed)
+    accuracy = score(logits, y, entry.decision, cfg.bootstrap, cfg.seed)
     accuracy.update(versus_host(entry, records, host, y))
     major = str(info.get("browser_version") or "?").split(".")[0]
     browser_ms = [r["inferenceMs"] for r in records]
@@ -260,11 +250,11 @@ def run_browser(cfg: BrowserConfig) -> BrowserRun:
     """Classify the split in Chromium and on the host; the library entry point of the CLI."""
     import numpy as np
 
-    from benchmarks.run import labels_for
+    from benchmarks.harness import labels_for
 
     entry, chromium, driver = check_inputs(cfg)
     split = load_images(cfg)
-    y = labels_for(entry.to_dict(), split)
+    y = labels_for(entry, split)
     log.info("host LiteRT: %s on %d %s images", entry.name, len(split), cfg.split)
     host = host_run(entry, Path(cfg.artifacts), list(split.paths))
     page = browser_run(cfg, entry, list(split.paths), chromium, driver)
@@ -360,10 +350,7 @@ def _main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    from benchmarks.run import BenchInputError
-    from kd_core.data.transforms import ImageError
-
-    return cli.run(lambda: _main(args), bad_input=(BenchInputError, ImageError))
+    return cli.run(lambda: _main(args))
 
 
 if __name__ == "__main__":
