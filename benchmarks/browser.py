@@ -2,17 +2,19 @@
 
     python -m benchmarks.browser --artifacts DIR --data-dir D [--limit N] --out R
 
-Stages the export's web artefact (``exporters.web``: the INT8 graph with float32 I/O), serves
-``web_demo/`` on 127.0.0.1 only, and has Debian's Chromium (driven by selenium through
-chromedriver) classify each image of the split the way a user does: picked in the page's file
-input, decoded by the browser, preprocessed and decided by ``web_demo/core.js``, run by LiteRT.js
-(WebAssembly). The same artefact runs in host LiteRT on the same images (PIL decoding,
-``kd_core`` preprocessing). One row (``location: "browser"``, runtime ``LiteRT.js V WASM``, device
-``Chromium N on <CPU>``) is merged into ``R/results.json`` with the browser's accuracy, its
-ΔROC-AUC, decision agreement and max |Δp| against the host run, and the median per-image latency
-of both; ``R/browser/`` gets the per-image predictions, the resolved config and a screenshot of
-the page after the last image. Exit codes: 0 done and within tolerance; 1 the page failed, or a
-decision differs from the host's, or max |Δp| exceeds ``--max-dp``; 2 bad input.
+Stages the export's web artefact in a temporary folder as ``python -m exporters.sync_demos`` does
+(by default the INT8 graph with float32 I/O; its gate record travels with it, and an ungated
+artefact is staged marked "not parity-checked"), serves ``web_demo/`` on 127.0.0.1 only, and has
+Debian's Chromium (driven by selenium through chromedriver) classify each image of the split the
+way a user does: picked in the page's file input, decoded by the browser, preprocessed and decided
+by ``web_demo/core.js``, run by LiteRT.js (WebAssembly). The same artefact runs in host LiteRT on
+the same images (PIL decoding, ``kd_core`` preprocessing). One row (``location: "browser"``,
+runtime ``LiteRT.js V WASM``, device ``Chromium N on <CPU>``) is merged into ``R/results.json``
+with the browser's accuracy, its ΔROC-AUC, decision agreement and max |Δp| against the host run,
+and the median per-image latency of both; ``R/browser/`` gets the per-image predictions, the
+resolved config and a screenshot of the page after the last image. Exit codes: 0 done and within
+tolerance; 1 the page failed, or a decision differs from the host's, or max |Δp| exceeds
+``--max-dp``; 2 bad input.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from kd_core import cli
 
 log = logging.getLogger(__name__)
 
-LOCATION = "browser"
+LOCATION = "browser"  # of the results row
+WEB_DEMO = "web"  # the demo in exporters.sync_demos.APPS
 SPLITS = ("train", "val", "holdout")
 
 
@@ -41,7 +44,7 @@ class BrowserConfig:
     artifacts: str
     data_dir: str
     out: str
-    artifact: str | None = None  # None: the web default of exporters.web
+    artifact: str | None = None  # None: the web demo's default (exporters.sync_demos)
     limit: int | None = None
     split: str = "holdout"
     prepared_dir: str | None = None
@@ -68,15 +71,16 @@ class BrowserRun:
 def check_inputs(cfg: BrowserConfig) -> tuple[Any, str, str]:
     """(manifest entry, chromium, chromedriver); every input checked before any work."""
     from benchmarks.chromium import LITERT_JS, find_browser
-    from exporters.web import choose_entry
-    from kd_core.deploy import load_manifest
+    from exporters.sync_demos import APPS, choose_artifact
+    from kd_core.deploy import MANIFEST_NAME, load_manifest
 
     if cfg.limit is not None and cfg.limit < 2:
         raise BenchInputError(f"--limit must be >= 2, got {cfg.limit}")
     if not 0 < cfg.max_dp <= 1:
         raise BenchInputError(f"--max-dp must be in (0, 1], got {cfg.max_dp}")
     manifest = load_manifest(cfg.artifacts)
-    entry = choose_entry(manifest, cfg.artifact, str(Path(cfg.artifacts) / "manifest.json"))
+    entry = choose_artifact(manifest, APPS[WEB_DEMO], cfg.artifact,
+                            str(Path(cfg.artifacts) / MANIFEST_NAME))
     if entry.decision.positive_index is None:
         raise BenchInputError(f"{entry.name}: a multi-class model has no positive class; "
                                 "the browser benchmark compares positive-class probabilities")
@@ -94,24 +98,12 @@ def check_inputs(cfg: BrowserConfig) -> tuple[Any, str, str]:
 
 
 def _check_out(out: Path) -> None:
+    from benchmarks.android.results import load_results
     from kd_core.io import check_output_dir
 
     check_output_dir(out, "--out")
     if (out / "results.json").exists():  # its rows are kept: it must be readable
-        read_results(out / "results.json")
-
-
-def read_results(path: Path) -> dict[str, Any]:
-    from kd_core.io import loads_json
-
-    try:
-        data = loads_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BenchInputError(f"{path}: cannot read results ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise BenchInputError(f"{path}: not a results file (expected {{'meta', 'rows'}})")
-    data.setdefault("meta", {})
-    return data
+        load_results(out / "results.json")
 
 
 def load_images(cfg: BrowserConfig) -> Any:
@@ -139,8 +131,8 @@ def host_run(entry: Any, root: Path, paths: list[Path]) -> dict[str, Any]:
 
     import numpy as np
 
-    from benchmarks.compat import load_runner
     from kd_core.data.transforms import normalize, preprocess_uint8
+    from runtimes import load_runner
 
     runner = load_runner(entry, Path(root), threads=1)
     logits, times, digests = [], [], []
@@ -159,10 +151,10 @@ def browser_run(cfg: BrowserConfig, entry: Any, paths: list[Path], chromium: str
                 driver: str) -> dict[str, Any]:
     """The page in Chromium on the same image files: its records, its facts, a screenshot."""
     from benchmarks.chromium import PageSession, serve
-    from exporters.web import stage_web_demo
+    from exporters.sync_demos import Target, sync
 
     with tempfile.TemporaryDirectory(prefix="edgekd-web-") as tmp:
-        stage_web_demo(Path(cfg.artifacts), Path(tmp), entry.name)
+        sync(Path(cfg.artifacts), [Target(WEB_DEMO, Path(tmp), entry.name)], allow_ungated=True)
         with serve(Path(tmp)) as url, PageSession(url, chromium, driver, cfg.timeout_s) as page:
             log.info("Chromium %s: %s loaded in %.0f ms", page.info["browser_version"],
                      page.info["name"], page.info["loadMs"])
@@ -274,19 +266,18 @@ def run_browser(cfg: BrowserConfig) -> BrowserRun:
 # ---- outputs and CLI ------------------------------------------------------------------------
 
 
-def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row.get("name"), row.get("runtime"), row.get("device"), row.get("location"))
-
-
 def save_run(run: BrowserRun, out: Path) -> Path:
     """Merge the row into ``out/results.json`` (a row with the same name, runtime, device and
-    location is replaced; every other row kept); write ``out/browser/``. Returns results.json."""
+    location is replaced; every other row kept, and ``benchmarks.run`` keeps this one and
+    ``meta.browser`` when it rewrites the host rows); write ``out/browser/``. Returns the
+    results.json path."""
     import numpy as np
 
+    from benchmarks.android.results import load_results, row_key
     from kd_core.io import atomic_path, atomic_write_bytes, write_json
 
     path = out / "results.json"
-    data = read_results(path) if path.exists() else {"meta": {}, "rows": []}
+    data = load_results(path) if path.exists() else {"meta": {}, "rows": []}
     data["rows"] = [r for r in data["rows"] if row_key(r) != row_key(run.row)] + [run.row]
     data["meta"][LOCATION] = run.meta
     write_json(path, data)

@@ -1,81 +1,99 @@
-"""Exporters: one module per on-device format, each registered in ``EXPORTERS``.
+"""Exporters: one module per on-device format, each registered in ``EXPORTERS`` with its facts.
 
-A format module exposes ``export(model, example_inputs, out_dir, cfg) -> list[Artifact]`` and
-registers it with ``@register_exporter(name, ...)``; ``python -m exporters.all CKPT`` runs them all
-and writes ``manifest.json`` (docs/MANIFEST.md). Adding a format is one module plus one
-registration (and its name in ``BUILTIN_FORMATS``). Importing this package needs torch alone: the
-backends (litert-torch, executorch, coremltools, onnx, onnxruntime) are imported lazily inside the
-format modules' functions.
+A format module exposes ``export(model, example_inputs, out_dir, settings) -> list[Artifact]``
+and registers it with ``@register_exporter(name, ...)``, stating everything the rest of the code
+needs to know about the format: file extension, precisions, tools, INT8 recipe, export cost,
+metadata reader and the precisions an app should prefer. Its runner lives in ``runtimes/``.
+Adding a format is those two modules and nothing else (``BUILTIN_FORMATS`` only names the
+modules to import lazily). Importing this package, or a format module, imports neither torch
+nor a backend: they are imported inside the functions that convert.
+
+The library entry point is ``exporters.run.export_checkpoint``; ``python -m exporters.all``
+is its command line.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torch import nn
-
-    from exporters.base import ExportSettings
+    from exporters.base import Artifact, ExportSettings
 
 BUILTIN_FORMATS = ("tflite", "executorch", "coreml", "onnx")
+FLOAT_PRECISIONS = ("fp32", "fp16")  # artefact precisions that are not quantized
+DEFAULT_PRECISIONS: Mapping[str, tuple[str, ...]] = {"fp32": ("fp32",), "int8": ("int8",)}
 
 
 @dataclass(frozen=True)
-class Artifact:
-    """One exported file (or ``.mlpackage`` folder) and what an app needs to run it."""
+class Int8Recipe:
+    """How a format's INT8 artefact is made (the manifest's ``quantization_recipe`` says it).
 
-    name: str  # {arch}_{format}_{precision}
-    path: Path
-    format: str
-    precision: str  # fp32 | int8 | fp16 | w8
-    input: dict[str, Any]  # name, shape, layout, dtype, quantization
-    output: dict[str, Any]  # name, shape, dtype, quantization, kind
-    tool_versions: dict[str, str] = field(default_factory=dict)
-    export_seconds: float = 0.0
-    quantization_recipe: dict[str, Any] | None = None
-    graph_report: dict[str, Any] | None = None
-    verification: dict[str, Any] | None = None  # the artefact run in its runtime vs torch
-    extra_files: tuple[Path, ...] = ()  # sidecars written with it (ExecuTorch's .json)
-    embedded_metadata: str = ""  # where the manifest entry is embedded in (or beside) the file
-    # The torch model whose outputs the artefact reproduces, in the artefact's own input layout
-    # (the float model, or PT2E's converted fake-quantized model). For parity checks only.
-    reference: nn.Module | None = field(default=None, repr=False, compare=False)
+    ``quantizer``: "litert" (litert-torch's PT2E quantizer), "xnnpack" (ExecuTorch's),
+    "coreml" (ExecuTorch's CoreMLQuantizer) or "onnxruntime" (static QDQ on the ONNX file).
+    ``rewrites``: the exact float rewrites of ``exporters.int8.rewrites`` applied first. The
+    other fields tune the PT2E quantizers (``exporters.int8.quantize``).
+    """
+
+    quantizer: str
+    rewrites: tuple[str, ...] = ()
+    full_annotation: bool = True  # exporters.int8.annotate on top of the stock quantizer
+    dynamic: bool = False  # dynamic activations (weights only static)
+    relu6_range_on_binary: bool = False  # add/mul + ReLU6 -> fixed [0, 6] range, clamp dropped
+    float_depthwise_min_kernel: int = 0  # 0: quantize every depthwise conv
+    fold_quantize: bool = True  # fold weight quantization into int8 constants
 
 
-ExportFn = Callable[["nn.Module", tuple[Any, ...], Path, "ExportSettings"], list[Artifact]]
+ExportFn = Callable[[Any, tuple[Any, ...], Path, "ExportSettings"], "list[Artifact]"]
+MetadataReader = Callable[[Path], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
 class ExporterSpec:
+    """A registered format and its facts."""
+
     name: str
     export: ExportFn
-    extension: str  # ".tflite", ".pte", ".mlpackage", ".onnx"
-    precisions: dict[str, tuple[str, ...]]  # requested family -> artefact precisions
+    extension: str  # of the artefact path: ".tflite", ".pte", ".mlpackage", ".onnx"
     tools: tuple[str, ...]  # distributions whose versions go in the manifest
+    precisions: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_PRECISIONS))  # requested family -> artefacts
     needs_calibration: tuple[str, ...] = ("int8",)  # families that need calibration images
+    int8: Int8Recipe | None = None
+    cost: float = 20.0  # relative export cost (CPU seconds for MobileNetV3-Small, all precisions)
+    read_metadata: MetadataReader | None = None  # the manifest entry embedded in an artefact
+    preferred: tuple[str, ...] = ()  # precisions an app should ship, best first
+    module: str = ""  # the module that registered it (worker processes import it)
+
+    def artefact_precisions(self, families: tuple[str, ...]) -> list[str]:
+        """The artefact precisions this format makes for the requested families."""
+        return [p for fam in families for p in self.precisions.get(fam, ())]
+
+    def path_for(self, out_dir: Path, name: str) -> Path:
+        return out_dir / f"{name}{self.extension}"
 
 
 EXPORTERS: dict[str, ExporterSpec] = {}
 
 
-def register_exporter(
-    name: str,
-    extension: str,
-    tools: tuple[str, ...],
-    precisions: dict[str, tuple[str, ...]] | None = None,
-    needs_calibration: tuple[str, ...] = ("int8",),
-) -> Callable[[ExportFn], ExportFn]:
-    """Register a format's ``export`` function; a name may be registered once."""
+def register_exporter(name: str, *, extension: str, tools: tuple[str, ...],
+                      precisions: Mapping[str, tuple[str, ...]] | None = None,
+                      needs_calibration: tuple[str, ...] = ("int8",),
+                      int8: Int8Recipe | None = None, cost: float = 20.0,
+                      read_metadata: MetadataReader | None = None,
+                      preferred: tuple[str, ...] = ()) -> Callable[[ExportFn], ExportFn]:
+    """Register a format's ``export`` function with its facts; a name may be registered once."""
 
     def deco(fn: ExportFn) -> ExportFn:
         if name in EXPORTERS:
             raise ValueError(f"exporter {name!r} is registered twice")
-        fams = precisions or {"fp32": ("fp32",), "int8": ("int8",)}
-        EXPORTERS[name] = ExporterSpec(name, fn, extension, fams, tools, needs_calibration)
+        EXPORTERS[name] = ExporterSpec(
+            name, fn, extension, tools, dict(precisions or DEFAULT_PRECISIONS),
+            needs_calibration, int8, cost, read_metadata, preferred,
+            getattr(fn, "__module__", ""))
         return fn
 
     return deco
@@ -91,8 +109,7 @@ def list_exporters() -> list[str]:
     """Registered format names, built-in ones first in their canonical order."""
     _load_builtins()
     return [f for f in BUILTIN_FORMATS if f in EXPORTERS] + sorted(
-        f for f in EXPORTERS if f not in BUILTIN_FORMATS
-    )
+        f for f in EXPORTERS if f not in BUILTIN_FORMATS)
 
 
 def get_exporter(name: str) -> ExporterSpec:
@@ -103,12 +120,20 @@ def get_exporter(name: str) -> ExporterSpec:
     return EXPORTERS[name]
 
 
+def precision_families() -> tuple[str, ...]:
+    """Every precision family some registered format makes (``--precisions`` choices)."""
+    return tuple(dict.fromkeys(fam for f in list_exporters()
+                               for fam in get_exporter(f).precisions))
+
+
 __all__ = [
     "BUILTIN_FORMATS",
     "EXPORTERS",
-    "Artifact",
+    "FLOAT_PRECISIONS",
     "ExporterSpec",
+    "Int8Recipe",
     "get_exporter",
     "list_exporters",
+    "precision_families",
     "register_exporter",
 ]

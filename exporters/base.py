@@ -1,56 +1,82 @@
-"""Shared pieces of the format exporters: settings, names, I/O descriptions, metadata, timing."""
+"""Shared types and small helpers of the format exporters: settings, artefacts, failures, names,
+I/O descriptions, tool versions, scratch folders. Imports neither torch nor a backend."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from exporters import Artifact
 from exporters.calibration_data import CalibrationSet
+from kd_core.cli import BadInput
 from kd_core.data.transforms import Preprocessing
+from kd_core.deploy import Decision, ManifestEntry
 
-MANIFEST_VERSION = 1
+METADATA_KEY = "edgekd_manifest"  # the key (or sidecar) an artefact embeds its entry under
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 BASE_TOOLS = ("torch", "torchvision", "torchao", "edgekd")
+STAGING_PREFIX = ".staging."
 
 
 class ExportError(RuntimeError):
-    """An exporter could not produce or verify its artefact."""
+    """An exporter could not produce or verify its artefact (recorded as a failure)."""
 
 
-class MissingCalibrationError(ExportError):
-    """INT8 was asked for without calibration images."""
+class UsageError(BadInput):
+    """Bad input to an export (flag, checkpoint, data or folder): found before any work."""
 
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """Everything an exporter needs besides the model: the checkpoint's decision metadata."""
+    """Everything an exporter needs besides the model: the checkpoint's deploy facts."""
 
     arch: str
-    labels: tuple[str, ...]
-    positive_index: int
+    decision: Decision
     preprocessing: Preprocessing
-    temperature: float
-    threshold: float
     checkpoint_sha256: str
     checkpoint_path: str = ""
+    dataset: str | None = None  # what the model was trained on (the checkpoint's "dataset")
+    calibrated: bool = True  # temperature and threshold fitted on validation data
     precisions: tuple[str, ...] = ("fp32", "int8")  # requested families
     calibration: CalibrationSet | None = None
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.decision.labels
+
     def require_calibration(self, fmt: str) -> CalibrationSet:
         if self.calibration is None:
-            raise MissingCalibrationError(
-                f"{fmt} INT8 needs calibration images: pass --calib-data DIR (a prepared split "
-                "folder, a HAM10000 folder or a folder of training images)")
+            raise UsageError(f"{fmt} INT8 needs calibration images: pass --calib-data DIR (a "
+                             "prepared split folder, a HAM10000 folder or a folder of images)")
         return self.calibration
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file (or ``.mlpackage`` folder): its manifest entry, its final path and,
+    in the exporting process only, the torch model whose outputs it reproduces (NCHW input)."""
+
+    entry: ManifestEntry
+    path: Path
+    reference: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def format(self) -> str:
+        return self.entry.format
+
+    @property
+    def precision(self) -> str:
+        return self.entry.precision
 
 
 @dataclass(frozen=True)
@@ -58,6 +84,9 @@ class Failure:
     format: str
     precision: str
     error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"format": self.format, "precision": self.precision, "error": self.error}
 
 
 class PartialExport(ExportError):
@@ -74,37 +103,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def artefact_precisions(fmt: str, families: tuple[str, ...]) -> list[str]:
-    """The artefact precisions a format makes for the requested families (its registration)."""
-    from exporters import get_exporter
-
-    spec = get_exporter(fmt)
-    return [p for fam in families for p in spec.precisions.get(fam, ())]
-
-
-def export_each(fmt: str, cfg: ExportSettings,
-                one: Callable[[str], Artifact | list[Artifact]]) -> list[Artifact]:
-    """Run ``one(precision)`` for each artefact precision ``cfg.precisions`` asks of ``fmt``;
-    a failure does not stop the others. Raises ``PartialExport`` (with the artefacts that
-    worked) if any precision failed.
-    """
-    import traceback
-
-    arts: list[Artifact] = []
-    failures = []
-    for precision in artefact_precisions(fmt, cfg.precisions):
-        try:
-            got = one(precision)
-        except Exception as exc:
-            traceback.print_exc()
-            failures.append(Failure(fmt, precision, describe(exc)))
-            continue
-        arts.extend(got if isinstance(got, list) else [got])
-    if failures:
-        raise PartialExport(arts, failures)
-    return arts
-
-
 def artifact_name(cfg: ExportSettings, fmt: str, precision: str) -> str:
     return f"{cfg.arch}_{fmt}_{precision}"
 
@@ -119,17 +117,6 @@ def tool_versions(tools: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
-def decision_fields(cfg: ExportSettings) -> dict[str, Any]:
-    """What every artefact entry repeats so an app needs nothing else (docs/MANIFEST.md)."""
-    return {
-        "preprocessing": cfg.preprocessing.to_dict(),
-        "labels": list(cfg.labels),
-        "positive_index": cfg.positive_index,
-        "temperature": cfg.temperature,
-        "threshold": cfg.threshold,
-    }
-
-
 def io_spec(name: str, shape: list[int], dtype: str, layout: str | None = None,
             quant: tuple[float, int] | None = None, kind: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": name, "shape": [int(s) for s in shape]}
@@ -137,8 +124,7 @@ def io_spec(name: str, shape: list[int], dtype: str, layout: str | None = None,
         spec["layout"] = layout
     spec["dtype"] = dtype
     spec["quantization"] = (
-        None if quant is None else {"scale": float(quant[0]), "zero_point": int(quant[1])}
-    )
+        None if quant is None else {"scale": float(quant[0]), "zero_point": int(quant[1])})
     if kind is not None:
         spec["kind"] = kind
     return spec
@@ -149,21 +135,9 @@ def input_shape(cfg: ExportSettings, layout: str) -> list[int]:
     return [1, s, s, 3] if layout == "NHWC" else [1, 3, s, s]
 
 
-def embedded_metadata(cfg: ExportSettings, art: Artifact) -> dict[str, Any]:
-    """The manifest entry minus what depends on the final bytes (bytes, sha256, seconds)."""
-    meta: dict[str, Any] = {
-        "manifest_version": MANIFEST_VERSION, "name": art.name, "format": art.format,
-        "precision": art.precision, "input": art.input, "output": art.output,
-        **decision_fields(cfg), "source_checkpoint_sha256": cfg.checkpoint_sha256,
-        "tool_versions": art.tool_versions,
-    }
-    if art.quantization_recipe is not None:
-        meta["quantization_recipe"] = art.quantization_recipe
-    return meta
-
-
-def metadata_json(cfg: ExportSettings, art: Artifact) -> str:
-    return json.dumps(embedded_metadata(cfg, art), sort_keys=True)
+def logits_spec(cfg: ExportSettings) -> dict[str, Any]:
+    """A float32 logits output of shape (1, K)."""
+    return io_spec(OUTPUT_NAME, [1, len(cfg.labels)], "float32", kind="logits")
 
 
 @contextlib.contextmanager
@@ -172,7 +146,7 @@ def staging_dir(out_dir: Path) -> Iterator[Path]:
     import shutil
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging.", dir=out_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         yield tmp
     finally:
@@ -185,22 +159,3 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 2)
-
-
-def int8_recipe(fmt: str, cfg: ExportSettings) -> dict[str, Any]:
-    from exporters.int8 import quantize_recipe
-
-    recipe = dict(quantize_recipe(fmt))
-    calib = cfg.require_calibration(fmt)
-    recipe.setdefault("calibration_samples", len(calib))
-    return recipe
-
-
-def safe_graph_report(path: Path, fmt: str) -> dict[str, Any] | None:
-    """The INT8 helper's graph report; a failing report is recorded, not fatal to the export."""
-    from exporters.int8 import graph_report
-
-    try:
-        return graph_report(path, fmt)
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}

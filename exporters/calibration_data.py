@@ -2,8 +2,8 @@
 
 ``--calib-data DIR`` may be
 - a prepared folder (``split_metadata.json`` + ``train_data.csv``): its train split;
-- a HAM10000-layout folder (a metadata CSV): splits are prepared (or reused) with the data API
-  in the training default location, and the train split is used;
+- a HAM10000-layout folder (a metadata CSV): splits are prepared (or reused) where every command
+  finds them (``kd_core.data.sources.resolve_prepared``), and the train split is used;
 - a plain folder of images (``.jpg``, ``.jpeg``, ``.png``, searched recursively): no labels, so
   no class balancing.
 
@@ -14,6 +14,7 @@ classes with images to spare), seeded. Images go through ``preprocess_uint8`` + 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from kd_core.cli import BadInput
 from kd_core.data.transforms import ImageError, Preprocessing, normalize
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_SAMPLES = 256
+MIN_SAMPLES = 32  # fewer images give unreliable activation ranges (override: allow_few=True)
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(BadInput):
     """Calibration images that cannot be had: missing, empty or unreadable folder."""
 
 
@@ -101,8 +106,8 @@ def _from_prepared(prepared: Path, labels: Sequence[str], n: int, seed: int
         raise CalibrationDataError(f"{prepared}: the train split is empty")
     target = _target_for(labels)
     if target is None:
-        print(f"calibration: labels {list(labels)} match neither the melanoma nor the 7-class "
-              "target; sampling without class balance")
+        log.info("calibration: labels %s match neither the melanoma nor the 7-class target; "
+                 "sampling without class balance", list(labels))
         idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
         counts = None
     else:
@@ -117,19 +122,11 @@ def _folder_images(folder: Path) -> list[Path]:
                   and p.is_file() and not any(part.startswith(".") for part in p.parts))
 
 
-def _prepare_ham(data_dir: Path) -> Path:
-    from kd_core.data.ham10000 import prepare
-    from kd_core.train import default_prepared_dir
-
-    out = default_prepared_dir(data_dir)
-    print(f"calibration: {data_dir} is a HAM10000 folder; using the train split prepared in {out}")
-    return prepare(data_dir, out)
-
-
 def select_images(source: Path, labels: Sequence[str], n: int, seed: int
                   ) -> tuple[str, list[str], list[Path], dict[str, int] | None]:
     """(kind, image ids, paths, class counts or None) of the images to calibrate on."""
     from kd_core.data.ham10000 import DataError, is_ham10000_dir, is_prepared_dir
+    from kd_core.data.sources import resolve_prepared
 
     if not source.exists():
         raise CalibrationDataError(f"{source}: calibration folder not found")
@@ -140,7 +137,10 @@ def select_images(source: Path, labels: Sequence[str], n: int, seed: int
         if is_prepared_dir(source):
             return ("prepared", *_from_prepared(source, labels, n, seed))
         if is_ham10000_dir(source):
-            return ("ham10000", *_from_prepared(_prepare_ham(source), labels, n, seed))
+            prepared = resolve_prepared(source)
+            log.info("calibration: %s is a HAM10000 folder; using the train split prepared in %s",
+                     source, prepared)
+            return ("ham10000", *_from_prepared(prepared, labels, n, seed))
     except DataError as exc:
         raise CalibrationDataError(str(exc)) from None
     files = _folder_images(source)
@@ -148,26 +148,43 @@ def select_images(source: Path, labels: Sequence[str], n: int, seed: int
         raise CalibrationDataError(
             f"{source}: no images (.jpg, .jpeg, .png) found; pass a folder of training images, "
             "a prepared split folder or a HAM10000 folder")
-    print(f"calibration: {source} is a plain image folder without labels; "
-          "sampling without class balance")
+    log.info("calibration: %s is a plain image folder without labels; sampling without class "
+             "balance", source)
     idx = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
     picked = [files[i] for i in idx]
     return "folder", [p.relative_to(source).as_posix() for p in picked], picked, None
 
 
 def load_calibration(source: str | Path, prep: Preprocessing, labels: Sequence[str],
-                     n: int = DEFAULT_SAMPLES, seed: int = 42) -> CalibrationSet:
-    """Pick ``n`` images from ``source`` and decode them through the eval preprocessing."""
+                     n: int = DEFAULT_SAMPLES, seed: int = 42, allow_few: bool = False
+                     ) -> CalibrationSet:
+    """Pick ``n`` images from ``source`` and decode them through the eval preprocessing. Fewer
+    than ``MIN_SAMPLES`` (asked for or available) is an error unless ``allow_few``."""
     from kd_core.data.dataset import decode_images
 
-    if n < 1:
-        raise CalibrationDataError(f"--calib-samples must be >= 1, got {n}")
+    check_sample_count(n, allow_few)
     source = Path(source)
     kind, ids, paths, counts = select_images(source, labels, n, seed)
     if len(ids) < n:
-        print(f"calibration: only {len(ids)} images available in {source} (asked for {n})")
+        if len(ids) < MIN_SAMPLES and not allow_few:
+            raise CalibrationDataError(
+                f"{source}: only {len(ids)} calibration images (INT8 needs at least "
+                f"{MIN_SAMPLES}); add images, or pass --allow-few-calib-images to calibrate on "
+                "these")
+        log.info("calibration: only %d images available in %s (asked for %d)", len(ids),
+                 source, n)
     try:
         pixels = decode_images(paths, prep, desc="calibration images")
     except ImageError as exc:
         raise CalibrationDataError(f"calibration image unusable: {exc}") from None
     return CalibrationSet(str(source.resolve()), kind, seed, tuple(ids), pixels, prep, counts)
+
+
+def check_sample_count(n: int, allow_few: bool = False) -> None:
+    """``--calib-samples``: at least 1, and at least ``MIN_SAMPLES`` unless ``allow_few``."""
+    if n < 1:
+        raise CalibrationDataError(f"--calib-samples must be >= 1, got {n}")
+    if n < MIN_SAMPLES and not allow_few:
+        raise CalibrationDataError(
+            f"--calib-samples {n} is below the minimum of {MIN_SAMPLES} images for INT8 "
+            "calibration; pass --allow-few-calib-images to calibrate on fewer")

@@ -5,11 +5,12 @@ checkpoint's mean/std inside the network and returns ``softmax(logits / temperat
 ``ct.ClassifierConfig(labels)``: outputs ``classLabel`` and ``classLabel_probs``. Precisions:
 ``fp16`` (the float export), ``w8`` (the ``int8`` family: 8-bit per-channel symmetric weights,
 fp16 activations, ``linear_quantize_weights``; needs no calibration) and ``w8a8`` (asked for
-with the ``w8a8`` family: 8-bit weights and activations, the PT2E-quantized wrapper converted by
-coremltools; needs calibration images). The manifest entry (minus
-bytes/sha256) goes in ``user_defined_metadata``: each field JSON-encoded under its own key and the
-whole entry under ``edgekd_manifest``. Core ML cannot predict on Linux, so the artefacts are
-verified by inspecting the saved spec (image input, classifier labels, 8-bit ops).
+with the ``w8a8`` family: 8-bit weights and activations, the wrapper quantized with
+ExecuTorch's ``CoreMLQuantizer`` (PT2E) and converted by coremltools; needs calibration images).
+The manifest entry (minus bytes/sha256) goes in ``user_defined_metadata``: each field
+JSON-encoded under its own key and the whole entry under ``edgekd_manifest``. Every artefact's
+saved spec is inspected (image input, classifier labels, 8-bit ops); it is also run through
+``runtimes.coreml`` where Core ML can predict (macOS only).
 """
 
 from __future__ import annotations
@@ -18,85 +19,103 @@ import json
 import shutil
 import sys
 from collections import Counter
-from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from exporters import Artifact, register_exporter
+from exporters import Int8Recipe, register_exporter
 from exporters.base import (
+    METADATA_KEY,
+    Artifact,
     ExportError,
     ExportSettings,
     Stopwatch,
-    artifact_name,
-    embedded_metadata,
-    export_each,
     input_shape,
-    int8_recipe,
     io_spec,
     staging_dir,
-    tool_versions,
 )
+from exporters.finish import Build, export_each, finish, int8_recipe
 from kd_core.data.transforms import Preprocessing
-from kd_core.io import atomic_path
 
 FORMAT = "coreml"
-TOOLS = ("coremltools",)
-METADATA_KEY = "edgekd_manifest"
 INPUT_NAME = "image"
 LABEL_OUTPUT, PROBS_OUTPUT = "classLabel", "classLabel_probs"
 PRECISIONS: dict[str, tuple[str, ...]] = {"fp32": ("fp16",), "int8": ("w8",), "w8a8": ("w8a8",)}
 EIGHT_BIT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale",
                  "quantize", "dequantize")
+# w8a8: ExecuTorch's CoreMLQuantizer (coremltools' own activation quantizers need macOS to
+# calibrate); Core ML cannot be timed on Linux, so no rewrites were tuned for it.
+INT8 = Int8Recipe("coreml", full_annotation=False)
 
 
-class ImageClassifier(nn.Module):
-    """[0, 1] RGB image (NCHW) -> softmax(model((x - mean) / std) / temperature)."""
+@cache
+def _classifier_class() -> type:
+    from torch import nn
 
-    def __init__(self, model: nn.Module, prep: Preprocessing, temperature: float) -> None:
-        super().__init__()
-        self.model = model
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(prep.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(prep.std).view(1, 3, 1, 1))
-        self.temperature = float(temperature)
+    class ImageClassifier(nn.Module):
+        """[0, 1] RGB image (NCHW) -> softmax(model((x - mean) / std) / temperature)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model((x - self.mean) / self.std)
-        return torch.softmax(logits / self.temperature, dim=1)
+        def __init__(self, model: Any, prep: Preprocessing, temperature: float) -> None:
+            import torch
+
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(prep.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(prep.std).view(1, 3, 1, 1))
+            self.temperature = float(temperature)
+
+        def forward(self, x: Any) -> Any:
+            import torch
+
+            logits = self.model((x - self.mean) / self.std)
+            return torch.softmax(logits / self.temperature, dim=1)
+
+    return ImageClassifier
 
 
-@register_exporter(FORMAT, ".mlpackage", TOOLS, precisions=PRECISIONS,
-                   needs_calibration=("w8a8",))
-def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
+def image_classifier(model: Any, prep: Preprocessing, temperature: float) -> Any:
+    """The module Core ML converts: the eval preprocessing and the temperature around ``model``."""
+    return _classifier_class()(model, prep, temperature).eval()
+
+
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """The manifest entry embedded in a ``.mlpackage``'s user-defined metadata, or None."""
+    meta = read_spec(path)["metadata"]
+    return dict(json.loads(meta[METADATA_KEY])) if METADATA_KEY in meta else None
+
+
+@register_exporter(FORMAT, extension=".mlpackage", tools=("coremltools",), precisions=PRECISIONS,
+                   needs_calibration=("w8a8",), int8=INT8, cost=9.0,
+                   read_metadata=read_metadata, preferred=("w8", "fp16"))
+def export(model: Any, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
+    import torch
+
     size = cfg.preprocessing.size
     example = (torch.rand(1, 3, size, size),)
-    wrapper = ImageClassifier(model, cfg.preprocessing, cfg.temperature).eval()
+    wrapper = image_classifier(model, cfg.preprocessing, cfg.decision.temperature)
     cache: dict[str, Any] = {}
-    return export_each(FORMAT, cfg, lambda p: _export_one(wrapper, example, out_dir, cfg, p, cache))
+    return export_each(FORMAT, cfg,
+                       lambda p: _export_one(wrapper, example, out_dir, cfg, p, cache))
 
 
-def _convert(wrapper: ImageClassifier, example: tuple[Any, ...], cfg: ExportSettings,
-             precision: str, cache: dict[str, Any]) -> tuple[Any, nn.Module]:
-    """(Core ML model, the torch module it reproduces) for one precision."""
+def _convert(wrapper: Any, example: tuple[Any, ...], cfg: ExportSettings, precision: str,
+             cache: dict[str, Any]) -> Any:
+    """The Core ML model of one precision."""
     import coremltools as ct
+    import torch
 
     if precision == "w8":
-        fp16 = cache["fp16"] if "fp16" in cache else _convert(
-            wrapper, example, cfg, "fp16", cache)[0]
-        return _quantize_weights(fp16), wrapper
-    source: nn.Module = wrapper
+        fp16 = cache["fp16"] if "fp16" in cache else _convert(wrapper, example, cfg, "fp16", cache)
+        return _quantize_weights(fp16)
+    source = wrapper
     if precision == "w8a8":
         from exporters.int8 import prepare_float_model, quantize_pt2e
 
         calib = cfg.require_calibration(FORMAT)
         rewritten = prepare_float_model(wrapper.model, FORMAT,
                                         example_inputs=(torch.randn(1, *example[0].shape[1:]),))
-        ready = ImageClassifier(rewritten, cfg.preprocessing, cfg.temperature).eval()
+        ready = image_classifier(rewritten, cfg.preprocessing, cfg.decision.temperature)
         batches = (torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255.0
                    for p in calib.pixels)
         source = quantize_pt2e(ready, example, batches, FORMAT)
@@ -111,7 +130,7 @@ def _convert(wrapper: ImageClassifier, example: tuple[Any, ...], cfg: ExportSett
     )
     if precision == "fp16":
         cache["fp16"] = model
-    return model, source
+    return model
 
 
 def _quantize_weights(model: Any) -> Any:
@@ -135,47 +154,43 @@ def _recipe(precision: str, cfg: ExportSettings) -> dict[str, Any] | None:
     return None
 
 
-def _export_one(wrapper: ImageClassifier, example: tuple[Any, ...], out_dir: Path,
-                cfg: ExportSettings, precision: str, cache: dict[str, Any]) -> Artifact:
+def _export_one(wrapper: Any, example: tuple[Any, ...], out_dir: Path, cfg: ExportSettings,
+                precision: str, cache: dict[str, Any]) -> Artifact:
     clock = Stopwatch()
-    name = artifact_name(cfg, FORMAT, precision)
-    path = out_dir / f"{name}.mlpackage"
-    recipe = _recipe(precision, cfg)
-    mlmodel, reference = _convert(wrapper, example, cfg, precision, cache)
-    art = Artifact(
-        name, path, FORMAT, precision,
-        {**io_spec(INPUT_NAME, input_shape(cfg, "NCHW"), "image", "NCHW"),
-         "color_layout": "RGB", "scale": 1.0 / 255.0, "normalization": "inside the model"},
-        {**io_spec(PROBS_OUTPUT, [len(cfg.labels)], "float64", kind="probabilities"),
-         "class_label_output": LABEL_OUTPUT, "temperature_applied": True},
-        tool_versions(TOOLS), quantization_recipe=recipe, reference=reference,
-        embedded_metadata=f"user_defined_metadata {METADATA_KEY!r} (and one key per field)",
-    )
-    _describe(mlmodel, cfg, art)
-    with staging_dir(out_dir) as stage:
-        staged = stage / f"{name}.mlpackage"
-        mlmodel.save(str(staged))
-        verification = inspect_package(staged, cfg, precision)
-        with atomic_path(path) as tmp:
+    mlmodel = _convert(wrapper, example, cfg, precision, cache)
+
+    def write(tmp: Path, meta: dict[str, Any]) -> None:
+        _describe(mlmodel, cfg, meta)
+        with staging_dir(out_dir) as stage:  # coremltools saves to a *.mlpackage name only
+            staged = stage / "model.mlpackage"
+            mlmodel.save(str(staged))
             shutil.move(str(staged), str(tmp))
-    report = {"format": FORMAT, "op_counts": verification.pop("op_counts")}
-    return replace(art, export_seconds=clock.seconds(), verification=verification,
-                   graph_report=report if precision != "fp16" else None)
+
+    build = Build(
+        write=write,
+        input={**io_spec(INPUT_NAME, input_shape(cfg, "NCHW"), "image", "NCHW"),
+               "color_layout": "RGB", "scale": 1.0 / 255.0, "normalization": "inside the model"},
+        output={**io_spec(PROBS_OUTPUT, [len(cfg.labels)], "float64", kind="probabilities"),
+                "class_label_output": LABEL_OUTPUT, "temperature_applied": True},
+        reference=wrapper.model, recipe=_recipe(precision, cfg),
+        embedded=f"user_defined_metadata {METADATA_KEY!r} (and one key per field)",
+        inspect=lambda path: inspect_package(path, cfg, precision),
+        graph_report=lambda path: {"format": FORMAT, "op_counts": read_spec(path)["op_counts"]})
+    return finish(FORMAT, precision, cfg, out_dir, clock, build)
 
 
-def _describe(mlmodel: Any, cfg: ExportSettings, art: Artifact) -> None:
-    meta = embedded_metadata(cfg, art)
+def _describe(mlmodel: Any, cfg: ExportSettings, meta: dict[str, Any]) -> None:
     for key, value in meta.items():
         mlmodel.user_defined_metadata[key] = json.dumps(value, sort_keys=True)
     mlmodel.user_defined_metadata[METADATA_KEY] = json.dumps(meta, sort_keys=True)
-    mlmodel.short_description = (f"{cfg.arch} classifier ({', '.join(cfg.labels)}); positive "
-                                 f"class {cfg.labels[cfg.positive_index]!r} when its probability "
-                                 f">= {cfg.threshold:g}")
+    d = cfg.decision
+    rule = (f"positive class {d.positive_label!r} when its probability >= {d.threshold:g}"
+            if d.positive_label is not None and d.threshold is not None else "argmax")
+    mlmodel.short_description = f"{cfg.arch} classifier ({', '.join(d.labels)}); {rule}"
     mlmodel.input_description[INPUT_NAME] = (
         f"RGB image, {cfg.preprocessing.size}x{cfg.preprocessing.size}, resized by "
         f"{cfg.preprocessing.resize!r}")
-    mlmodel.output_description[PROBS_OUTPUT] = (
-        f"softmax(logits / {cfg.temperature:g}) per label")
+    mlmodel.output_description[PROBS_OUTPUT] = f"softmax(logits / {d.temperature:g}) per label"
 
 
 def read_spec(path: Path) -> dict[str, Any]:
@@ -228,16 +243,9 @@ def inspect_package(path: Path, cfg: ExportSettings, precision: str) -> dict[str
     if METADATA_KEY not in info["metadata"]:
         problems.append("manifest metadata missing")
     if problems:
-        raise ExportError(f"{path.name}: " + "; ".join(problems))
-    return {"runtime": "spec inspection (Core ML cannot predict on Linux)",
-            "input_is_image": True, "labels": info["labels"], "eight_bit_ops": eight_bit,
-            "op_counts": info["op_counts"]}
-
-
-def read_metadata(path: Path) -> dict[str, Any] | None:
-    """The manifest entry embedded in a ``.mlpackage``'s user-defined metadata, or None."""
-    meta = read_spec(path)["metadata"]
-    return dict(json.loads(meta[METADATA_KEY])) if METADATA_KEY in meta else None
+        raise ExportError(f"{cfg.arch} {FORMAT} {precision}: " + "; ".join(problems))
+    return {"spec_inspection": {"input_is_image": True, "labels": info["labels"],
+                                "eight_bit_ops": eight_bit}}
 
 
 def main(argv: list[str] | None = None) -> int:

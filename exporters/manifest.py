@@ -1,21 +1,24 @@
-"""``manifest.json``: every artefact with what an app needs to preprocess, run and decide.
+"""``manifest.json`` of an export folder: this run's artefacts merged into the folder's manifest.
 
-The schema is docs/MANIFEST.md. ``build_manifest`` assembles it from the exported ``Artifact``s,
-``write_manifest`` writes it atomically, ``load_manifest`` reads one back.
+The schema, loader and writer are ``kd_core.deploy`` (``Manifest``, ``load_manifest``,
+``write_manifest``; docs/MANIFEST.md). Merging never drops an entry silently: an earlier entry is
+kept unless this run wrote an artefact of the same name (replaced), its file is gone or changed,
+or it came from another checkpoint (dropped); ``Merge`` lists each, and dropped ones are logged.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from exporters import Artifact
-from exporters.base import MANIFEST_VERSION, ExportSettings, Failure, decision_fields
-from kd_core.io import atomic_write_text, path_bytes, sha256_file
+from exporters import FLOAT_PRECISIONS
+from exporters.base import Artifact, ExportSettings, Failure, UsageError
+from kd_core.deploy import MANIFEST_NAME, ContractError, Manifest, ManifestEntry, load_manifest
+from kd_core.io import sha256_file
 
-MANIFEST_NAME = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def created_by() -> str:
@@ -27,104 +30,74 @@ def created_by() -> str:
         return "edgekd (not installed)"
 
 
-def artifact_entry(art: Artifact, cfg: ExportSettings, out_dir: Path) -> dict[str, Any]:
-    """One ``artifacts`` entry; bytes and sha256 are measured on the final file or folder."""
-    entry: dict[str, Any] = {
-        "name": art.name,
-        "path": os.path.relpath(art.path, out_dir).replace(os.sep, "/"),
-        "format": art.format,
-        "precision": art.precision,
-        "bytes": path_bytes(art.path),
-        "sha256": sha256_file(art.path),
-        "input": art.input,
-        "output": art.output,
-        **decision_fields(cfg),
-        "source_checkpoint_sha256": cfg.checkpoint_sha256,
-        "tool_versions": art.tool_versions,
-        "export_seconds": art.export_seconds,
-        "embedded_metadata": art.embedded_metadata,
-    }
-    if art.extra_files:
-        entry["sidecars"] = [os.path.relpath(p, out_dir).replace(os.sep, "/")
-                             for p in art.extra_files]
-    if art.quantization_recipe is not None:
-        entry["quantization_recipe"] = art.quantization_recipe
-    if art.graph_report is not None:
-        entry["graph_report"] = art.graph_report
-    if art.verification is not None:
-        entry["verification"] = art.verification
-    return entry
-
-
-def build_manifest(
-    artifacts: list[Artifact],
-    cfg: ExportSettings,
-    out_dir: Path,
-    failures: list[Failure] | None = None,
-    num_classes: int | None = None,
-) -> dict[str, Any]:
-    entries = [artifact_entry(a, cfg, out_dir) for a in artifacts]
-    tools: dict[str, str] = {}
-    for a in artifacts:
-        tools.update(a.tool_versions)
-    quantized = any(a.precision in ("int8", "w8a8") for a in artifacts)
-    calibration = cfg.calibration.to_manifest() if cfg.calibration and quantized else None
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "created_by": created_by(),
-        "source_checkpoint": {
-            "path": cfg.checkpoint_path, "sha256": cfg.checkpoint_sha256, "arch": cfg.arch,
-            "num_classes": num_classes if num_classes is not None else len(cfg.labels),
-        },
-        **decision_fields(cfg),
-        "calibration": calibration,
-        "tool_versions": dict(sorted(tools.items())),
-        "artifacts": entries,
-        "failures": [{"format": f.format, "precision": f.precision, "error": f.error}
-                     for f in failures or []],
-    }
-
-
-def merge_previous(manifest: dict[str, Any], out_dir: Path, attempted: set[str]
-                   ) -> dict[str, Any]:
-    """Keep the entries of an earlier manifest in ``out_dir`` that this run did not attempt
-    (by artefact name), when it came from the same checkpoint and their files are unchanged."""
-    old = load_manifest(out_dir / MANIFEST_NAME, missing_ok=True)
-    same = old and old.get("source_checkpoint", {}).get("sha256") == \
-        manifest["source_checkpoint"]["sha256"]
-    if not old or not same:
-        return manifest
-    kept = []
-    for entry in old.get("artifacts", []):
-        path = out_dir / str(entry.get("path", ""))
-        if entry.get("name") in attempted or not entry.get("path") or not path.exists():
-            continue
-        if sha256_file(path) == entry.get("sha256"):
-            kept.append(entry)
-    if kept and manifest["calibration"] is None:
-        manifest["calibration"] = old.get("calibration")
-    manifest["artifacts"] = kept + manifest["artifacts"]
-    for entry in kept:
-        manifest["tool_versions"] = {**entry.get("tool_versions", {}), **manifest["tool_versions"]}
-    return manifest
-
-
-def write_manifest(manifest: dict[str, Any], out_dir: Path) -> Path:
-    path = out_dir / MANIFEST_NAME
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
-    return path
-
-
-def load_manifest(path: Path, missing_ok: bool = False) -> dict[str, Any] | None:
-    path = Path(path)
-    if not path.is_file():
-        if missing_ok:
-            return None
-        raise FileNotFoundError(f"{path}: manifest not found")
+def read_previous(out_dir: Path) -> Manifest | None:
+    """The manifest already in ``out_dir`` (None if there is none); an unreadable one is bad
+    input, found before any work, so that it is never overwritten blindly."""
+    if not (out_dir / MANIFEST_NAME).is_file():
+        return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        if missing_ok:
-            return None
-        raise ValueError(f"{path}: not a readable manifest ({exc})") from None
-    return data if isinstance(data, dict) else None
+        return load_manifest(out_dir)
+    except ContractError as exc:
+        raise UsageError(f"{exc}; remove it or choose another --out") from None
+
+
+@dataclass(frozen=True)
+class Merge:
+    manifest: Manifest
+    kept: tuple[str, ...] = ()  # earlier entries still listed
+    replaced: tuple[str, ...] = ()  # earlier entries this run re-exported
+    dropped: tuple[str, ...] = ()  # earlier entries no longer listed, with the reason
+
+
+def _earlier(previous: Manifest | None, cfg: ExportSettings, out_dir: Path, written: set[str]
+             ) -> tuple[list[ManifestEntry], list[str], list[str]]:
+    """(kept entries, replaced names, dropped "name (reason)") of the earlier manifest."""
+    kept: list[ManifestEntry] = []
+    replaced: list[str] = []
+    dropped: list[str] = []
+    if previous is None:
+        return kept, replaced, dropped
+    same = previous.source_checkpoint.get("sha256") == cfg.checkpoint_sha256
+    for e in previous.artifacts:
+        path = e.file(out_dir)
+        if e.name in written:
+            replaced.append(e.name)
+        elif not same:
+            dropped.append(f"{e.name} (exported from another checkpoint)")
+        elif not path.exists():
+            dropped.append(f"{e.name} (file missing)")
+        elif sha256_file(path) != e.sha256:
+            dropped.append(f"{e.name} (file changed since it was listed)")
+        else:
+            kept.append(e)
+    return kept, replaced, dropped
+
+
+def merge_manifest(arts: Sequence[Artifact], failures: Sequence[Failure], cfg: ExportSettings,
+                   out_dir: Path, previous: Manifest | None, attempted: set[str]) -> Merge:
+    """This run's artefacts and failures (``attempted``: its formats) merged into
+    ``previous``, the folder's earlier manifest (see the module docstring)."""
+    new = [a.entry for a in arts]
+    kept, replaced, dropped = _earlier(previous, cfg, out_dir, {e.name for e in new})
+    entries = (*kept, *new)
+    tools: dict[str, str] = {}
+    for e in entries:
+        tools.update(e.tool_versions)
+    same = previous is not None and previous.source_checkpoint.get("sha256") == \
+        cfg.checkpoint_sha256
+    old_failures = [f for f in (previous.failures if previous and same else ())
+                    if f.get("format") not in attempted]
+    calibration = None
+    if cfg.calibration is not None and any(e.precision not in FLOAT_PRECISIONS for e in new):
+        calibration = cfg.calibration.to_manifest()
+    elif previous is not None and any(e.precision not in FLOAT_PRECISIONS for e in kept):
+        calibration = previous.calibration
+    manifest = Manifest(
+        decision=cfg.decision, preprocessing=cfg.preprocessing, artifacts=entries,
+        source_checkpoint={"path": cfg.checkpoint_path, "sha256": cfg.checkpoint_sha256,
+                           "arch": cfg.arch, "num_classes": len(cfg.labels)},
+        dataset=cfg.dataset, calibration=calibration, tool_versions=dict(sorted(tools.items())),
+        failures=(*old_failures, *(f.to_dict() for f in failures)), created_by=created_by())
+    if dropped:
+        log.warning("manifest.json no longer lists %s", "; ".join(dropped))
+    return Merge(manifest, tuple(e.name for e in kept), tuple(replaced), tuple(dropped))

@@ -1,64 +1,75 @@
 """ONNX: fp32 via ``torch.onnx.export(dynamo=True)`` (checked with ``onnx.checker``) and INT8 as
-static QDQ through ONNX Runtime's quantizer (the INT8 helper's ``quantize_onnx``). NCHW float input.
+static QDQ through ONNX Runtime's quantizer (``exporters.int8.quantize_onnx``). NCHW float input.
 
-The manifest entry (minus bytes/sha256) is embedded in ``metadata_props``: every top-level field
-under its own key (values JSON-encoded) plus the whole entry under ``edgekd_manifest``.
+The manifest entry (minus bytes/sha256) is embedded in ``metadata_props`` with
+``onnx.helper.set_model_props``: every top-level field under its own key (values JSON-encoded)
+plus the whole entry under ``edgekd_manifest``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from torch import nn
-
-from exporters import Artifact, register_exporter
+from exporters import Int8Recipe, register_exporter
 from exporters.base import (
     INPUT_NAME,
+    METADATA_KEY,
     OUTPUT_NAME,
+    Artifact,
     ExportSettings,
     Stopwatch,
-    artifact_name,
-    embedded_metadata,
-    export_each,
     input_shape,
-    int8_recipe,
     io_spec,
-    safe_graph_report,
+    logits_spec,
     staging_dir,
-    tool_versions,
 )
-from exporters.verify import verify_artifact
-from kd_core.io import atomic_path
+from exporters.finish import Build, export_each, finish, int8_recipe
 
 FORMAT = "onnx"
-TOOLS = ("onnx", "onnxscript", "onnxruntime")
-METADATA_KEY = "edgekd_manifest"
+# ONNX Runtime has no int8 hardswish/hardsigmoid: decomposed, so the whole graph runs int8.
+INT8 = Int8Recipe("onnxruntime", rewrites=(
+    "clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid", "fold_scales"))
 
 
-@register_exporter(FORMAT, ".onnx", TOOLS)
-def export(model: nn.Module, example_inputs: tuple[Any, ...], out_dir: Path,
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """The manifest entry embedded in an ONNX file's ``metadata_props``, or None."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    return dict(json.loads(props[METADATA_KEY])) if METADATA_KEY in props else None
+
+
+@register_exporter(FORMAT, extension=".onnx", tools=("onnx", "onnxscript", "onnxruntime"),
+                   int8=INT8, cost=17.0, read_metadata=read_metadata)
+def export(model: Any, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
-    """fp32: the model as is. INT8: the INT8 helper's rewritten float model (exact, quantization
-    friendly) exported to ONNX, then quantized to QDQ; its reference is the float model."""
+    """fp32: the model as is. INT8: the rewritten float model (exact, quantization friendly)
+    exported to ONNX, then quantized to QDQ; its reference is the float model."""
     with staging_dir(out_dir) as stage:
 
         def one(precision: str) -> Artifact:
             clock, staged = Stopwatch(), stage / f"{precision}.onnx"
+            recipe = None
             if precision == "fp32":
                 export_onnx(model, example_inputs, staged)
-                return _finish(staged, model, out_dir, cfg, "fp32", clock)
-            recipe = _quantize(model, example_inputs, stage, staged, cfg)
-            return _finish(staged, model, out_dir, cfg, "int8", clock, recipe)
+            else:
+                recipe = _quantize(model, example_inputs, stage, staged, cfg)
+            build = Build(
+                write=lambda tmp, meta: _write(staged, tmp, meta),
+                input=io_spec(INPUT_NAME, input_shape(cfg, "NCHW"), "float32", "NCHW"),
+                output=logits_spec(cfg), reference=model, recipe=recipe,
+                embedded=f"metadata_props {METADATA_KEY!r} (and one key per field)",
+                graph_report=_graph_report)
+            return finish(FORMAT, precision, cfg, out_dir, clock, build)
 
         return export_each(FORMAT, cfg, one)
 
 
-def export_onnx(model: nn.Module, example_inputs: tuple[Any, ...], path: Path) -> None:
+def export_onnx(model: Any, example_inputs: tuple[Any, ...], path: Path) -> None:
     """fp32 ONNX (dynamo exporter, one self-contained file), checked with ``onnx.checker``."""
     import onnx
     import torch
@@ -72,7 +83,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple[Any, ...], path: Path) -
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def _quantize(model: nn.Module, example_inputs: tuple[Any, ...], stage: Path, out: Path,
+def _quantize(model: Any, example_inputs: tuple[Any, ...], stage: Path, out: Path,
               cfg: ExportSettings) -> dict[str, Any]:
     from exporters.int8 import prepare_float_model, quantize_onnx
 
@@ -85,62 +96,23 @@ def _quantize(model: nn.Module, example_inputs: tuple[Any, ...], stage: Path, ou
     return recipe
 
 
-def _finish(staged: Path, model: nn.Module, out_dir: Path, cfg: ExportSettings, precision: str,
-            clock: Stopwatch, recipe: dict[str, Any] | None = None) -> Artifact:
+def _write(staged: Path, tmp: Path, meta: dict[str, Any]) -> None:
     import onnx
 
-    name = artifact_name(cfg, FORMAT, precision)
-    path = out_dir / f"{name}.onnx"
-    art = Artifact(
-        name, path, FORMAT, precision,
-        io_spec(INPUT_NAME, input_shape(cfg, "NCHW"), "float32", "NCHW"),
-        io_spec(OUTPUT_NAME, [1, len(cfg.labels)], "float32", kind="logits"),
-        tool_versions(TOOLS), quantization_recipe=recipe, reference=model,
-        embedded_metadata=f"metadata_props {METADATA_KEY!r} (and one key per field)",
-    )
     proto = onnx.load(str(staged))
     onnx.checker.check_model(proto)
-    set_metadata(proto, embedded_metadata(cfg, art))
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-        verification = verify_artifact(art, tmp, run, cfg)
-    report = safe_graph_report(path, FORMAT) if precision == "int8" else None
-    return replace(art, export_seconds=clock.seconds(), graph_report=report,
-                   verification=verification)
-
-
-def set_metadata(proto: Any, meta: dict[str, Any]) -> None:
-    """Write ``meta`` into ``metadata_props`` (replacing keys of the same name)."""
-    entries = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-               for k, v in meta.items()}
-    entries[METADATA_KEY] = json.dumps(meta, sort_keys=True)
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
-    del proto.metadata_props[:]
-    for key, value in [*kept, *entries.items()]:
-        prop = proto.metadata_props.add()
-        prop.key, prop.value = key, value
-
-
-def read_metadata(path: Path) -> dict[str, Any] | None:
-    """The manifest entry embedded in an ONNX file's ``metadata_props``, or None."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in proto.metadata_props}
-    return dict(json.loads(props[METADATA_KEY])) if METADATA_KEY in props else None
+    props.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+                  for k, v in meta.items()})
+    props[METADATA_KEY] = json.dumps(meta, sort_keys=True)
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(tmp))
 
 
-def run(path: Path, images: np.ndarray) -> np.ndarray:
-    """Logits of N x 3 x H x W normalized float32 images with ONNX Runtime (CPU)."""
-    import onnxruntime as ort
+def _graph_report(path: Path) -> dict[str, Any]:
+    from exporters.int8.report import onnx_report
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    rows = [session.run(None, {name: np.ascontiguousarray(x[None], dtype=np.float32)})[0][0]
-            for x in images]
-    return np.stack(rows).astype(np.float32)
+    return onnx_report(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,48 +1,71 @@
-"""Export a checkpoint as a library call: ``export_checkpoint(checkpoint, out, options)``.
+"""Export a checkpoint to on-device formats: the library behind ``python -m exporters.all``.
 
-A minimal shim over ``exporters.all``'s functions (``load_settings``, ``load_calibration``,
-``export_all``) with the interface of PLAN.md, so that the pipeline can call a function instead
-of a CLI; the exporters engineer's real module replaces this file at merge.
+    result = export_checkpoint(Path("runs/student/best.pth"), Path("runs/export"),
+                               ExportOptions(formats=("tflite", "onnx"), calib_data=data))
+
+Every argument, the checkpoint (readable, consistent and calibrated, unless
+``allow_uncalibrated``), the output folder (writable; an existing ``manifest.json`` readable) and
+the calibration images are checked before any export starts; bad input raises a
+``kd_core.cli.BadInput`` subclass naming the flag, file or value. Each format runs isolated (a
+failure is recorded and the others go on), in this process or in worker processes
+(``jobs``). ``manifest.json`` is merged and rewritten atomically after each format, so the
+folder and its manifest agree even after an interrupt; an interrupt stops the workers and
+removes every temporary file before it propagates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import tempfile
+import shutil
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kd_core.cli import BadInput
+from exporters import get_exporter, list_exporters, precision_families
+from exporters.base import (
+    STAGING_PREFIX,
+    Artifact,
+    ExportSettings,
+    Failure,
+    Stopwatch,
+    UsageError,
+    staging_dir,
+)
+from exporters.calibration_data import DEFAULT_SAMPLES, check_sample_count, load_calibration
+from exporters.job import FormatResult, load_settings, run_format
+from exporters.manifest import Merge, merge_manifest, read_previous
+from kd_core.deploy import Manifest, manifest_path, write_manifest
+from kd_core.io import path_bytes
 
 log = logging.getLogger(__name__)
 
 
-class ExportInputError(BadInput):
-    """Bad input to an export (checkpoint, formats, precisions, calibration data, output)."""
-
-
 @dataclass(frozen=True)
 class ExportOptions:
-    formats: tuple[str, ...] = ("tflite", "executorch", "coreml", "onnx")
-    precisions: tuple[str, ...] = ("fp32", "int8")
-    calib_data: Path | None = None
-    calib_samples: int = 256
-    seed: int = 42
-    jobs: int = 1
-    threads: int = 1
-    verbose: bool = False
-    allow_uncalibrated: bool = False
-    allow_few_calib_images: bool = False
+    formats: tuple[str, ...] | None = None  # None: every registered format
+    precisions: tuple[str, ...] = ("fp32", "int8")  # families: fp32, int8, w8a8
+    calib_data: Path | None = None  # needed by INT8 (and Core ML's w8a8)
+    calib_samples: int = DEFAULT_SAMPLES
+    seed: int = 42  # of the calibration sample and torch
+    jobs: int | None = None  # worker processes; None: the usable cores, at most 2; 1: here
+    threads: int = 1  # torch CPU threads
+    verbose: bool = False  # the converters' own output on the console
+    allow_uncalibrated: bool = False  # export a checkpoint without a calibration record
+    allow_few_calib_images: bool = False  # calibrate INT8 on fewer than MIN_SAMPLES images
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    artifacts: list[Any]
-    failures: list[Any]
+    artifacts: tuple[Artifact, ...]  # written by this run
+    failures: tuple[Failure, ...]
     manifest_path: Path
     seconds: float
+    kept: tuple[str, ...] = ()  # entries of the folder's earlier manifest still listed
+    replaced: tuple[str, ...] = ()  # earlier entries this run re-exported
+    dropped: tuple[str, ...] = ()  # earlier entries no longer listed, with the reason
 
     @property
     def ok(self) -> bool:
@@ -57,66 +80,177 @@ def auto_jobs() -> int:
 
 
 def check_formats(formats: tuple[str, ...], families: tuple[str, ...]) -> None:
-    """Known formats and precision families (``ExportInputError`` naming the flag)."""
-    from exporters import list_exporters
-    from exporters.all import FAMILIES
-
+    """Known formats and families, and every format and family makes some artefact."""
     known = list_exporters()
     unknown = [f for f in formats if f not in known]
     if unknown or not formats:
-        what = ", ".join(unknown) or "(none given)"
-        raise ExportInputError(f"--formats: unknown format(s) {what}; known formats: "
-                               f"{', '.join(known)}")
-    bad = [f for f in families if f not in FAMILIES]
+        raise UsageError(f"--formats: unknown format(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known formats: {', '.join(known)}")
+    choices = precision_families()
+    bad = [f for f in families if f not in choices]
     if bad or not families:
-        raise ExportInputError(f"--precisions: unknown precision(s) "
-                               f"{', '.join(bad) or '(none given)'}; use {', '.join(FAMILIES)}")
+        raise UsageError(f"--precisions: unknown precision(s) {', '.join(bad) or '(none given)'}"
+                         f"; use {', '.join(choices)}")
+    asked = f"--formats {','.join(formats)} --precisions {','.join(families)}"
+    for fmt in formats:
+        spec = get_exporter(fmt)
+        if not spec.artefact_precisions(families):
+            raise UsageError(f"{asked}: {fmt} makes nothing for {','.join(families)} (it makes "
+                             f"{', '.join(spec.precisions)}); nothing would be exported")
+    for fam in families:
+        if not any(fam in get_exporter(f).precisions for f in formats):
+            makers = [f for f in known if fam in get_exporter(f).precisions]
+            raise UsageError(f"{asked}: none of these formats makes {fam} (only "
+                             f"{', '.join(makers)})")
 
 
-def _check(checkpoint: Path, out: Path, options: ExportOptions) -> None:
-    check_formats(options.formats, options.precisions)
-    if options.threads < 1 or options.jobs < 1 or options.calib_samples < 1:
-        raise ExportInputError("threads, jobs and calib_samples must be >= 1")
-    if not checkpoint.is_file():
-        raise ExportInputError(f"{checkpoint}: checkpoint not found")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
-            pass
-    except OSError as exc:
-        raise ExportInputError(f"{out}: output folder cannot be written "
-                               f"({exc.strerror or exc})") from None
+def check_out_dir(out: Path) -> None:
+    """``out`` can be written (or created); nothing is created here."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {out}: output folder cannot be created ({probe} is not a "
+                         "folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: output folder cannot be written ({probe}: permission "
+                         "denied)")
+
+
+def _calibration_formats(formats: tuple[str, ...], families: tuple[str, ...]) -> list[str]:
+    return [f for f in formats if set(get_exporter(f).needs_calibration) & set(families)]
+
+
+def _check_calibration(options: ExportOptions, formats: tuple[str, ...],
+                       families: tuple[str, ...]) -> bool:
+    """Whether calibration images are needed; if so, that they were asked for sensibly."""
+    needed = _calibration_formats(formats, families)
+    if not needed:
+        return False
+    if options.calib_data is None:
+        raise UsageError(
+            f"INT8 ({', '.join(needed)}) needs real calibration images and none were given: "
+            "pass --calib-data DIR (a prepared split folder, a HAM10000 folder or a folder of "
+            "training images), or export float artefacts only with --precisions fp32")
+    check_sample_count(options.calib_samples, options.allow_few_calib_images)
+    return True
 
 
 def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> ExportResult:
-    """Every requested format and precision of ``checkpoint`` into ``out`` with its manifest;
-    ``ExportInputError`` for bad input before any work."""
+    """Export ``checkpoint`` into ``out`` (see the module docstring); seeds torch with
+    ``options.seed`` and runs it with ``options.threads`` threads."""
     import torch
 
-    from exporters import get_exporter
-    from exporters.all import UsageError, export_all, load_settings
-    from exporters.calibration_data import CalibrationDataError, load_calibration
-
-    checkpoint, out = Path(checkpoint), Path(out)
-    _check(checkpoint, out, options)
-    try:
-        model, cfg, k = load_settings(checkpoint, options.precisions)
-    except UsageError as exc:
-        raise ExportInputError(str(exc)) from None
-    needs = [f for f in options.formats
-             if set(get_exporter(f).needs_calibration) & set(options.precisions)]
-    if needs:
-        if options.calib_data is None:
-            raise ExportInputError(f"INT8 ({', '.join(needs)}) needs calibration images: "
-                                   "give calib_data")
-        try:
-            calib = load_calibration(options.calib_data, cfg.preprocessing, cfg.labels,
-                                     options.calib_samples, options.seed)
-        except CalibrationDataError as exc:
-            raise ExportInputError(str(exc)) from None
-        cfg = replace(cfg, calibration=calib)
+    clock = Stopwatch()
+    formats = tuple(dict.fromkeys(options.formats or list_exporters()))
+    families = tuple(dict.fromkeys(options.precisions))
+    check_formats(formats, families)
+    jobs = auto_jobs() if options.jobs is None else options.jobs
+    if jobs < 1 or options.threads < 1:
+        raise UsageError(f"--jobs and --threads must be >= 1, got {jobs} and {options.threads}")
+    check_out_dir(out)
+    previous = read_previous(out)
+    model, settings = load_settings(checkpoint, families, options.allow_uncalibrated)
+    calibrate = _check_calibration(options, formats, families)
+    if not settings.calibrated:
+        log.warning("%s: exporting an uncalibrated checkpoint (--allow-uncalibrated); every "
+                    "manifest entry says \"calibrated\": false", checkpoint)
+    if calibrate:
+        assert options.calib_data is not None
+        settings = replace(settings, calibration=load_calibration(
+            options.calib_data, settings.preprocessing, settings.labels, options.calib_samples,
+            options.seed, options.allow_few_calib_images))
+    threads = torch.get_num_threads()
     torch.manual_seed(options.seed)
     torch.set_num_threads(options.threads)
-    res = export_all(model, cfg, out, options.formats, options.verbose, k, jobs=options.jobs,
-                     checkpoint=checkpoint, threads=options.threads)
-    return ExportResult(res.artifacts, res.failures, res.manifest_path, res.seconds)
+    try:
+        result = _export(model, settings, out, formats, previous, jobs=jobs,
+                         checkpoint=checkpoint, threads=options.threads, verbose=options.verbose)
+    finally:
+        torch.set_num_threads(threads)
+    return replace(result, seconds=clock.seconds())
+
+
+def export_model(model: Any, settings: ExportSettings, out: Path, formats: tuple[str, ...],
+                 *, jobs: int = 1, checkpoint: Path | None = None, threads: int = 1,
+                 verbose: bool = False) -> ExportResult:
+    """Export an in-memory model with ready settings (studies, tests). ``jobs > 1`` needs
+    ``checkpoint``: worker processes rebuild the model from it."""
+    check_formats(formats, settings.precisions)
+    check_out_dir(out)
+    return _export(model, settings, out, formats, read_previous(out), jobs=jobs,
+                   checkpoint=checkpoint, threads=threads, verbose=verbose)
+
+
+def _export(model: Any, settings: ExportSettings, out: Path, formats: tuple[str, ...],
+            previous: Manifest | None, *, jobs: int, checkpoint: Path | None, threads: int,
+            verbose: bool) -> ExportResult:
+    clock = Stopwatch()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    arts: list[Artifact] = []
+    failures: list[Failure] = []
+    done: set[str] = set()
+    merge = Merge(Manifest(settings.decision, settings.preprocessing, ()))
+    try:
+        with contextlib.closing(_results(model, settings, out, formats, jobs, checkpoint,
+                                         threads, verbose)) as results:
+            for got in results:
+                _log_outcome(got)
+                arts += got.artifacts
+                failures += got.failures
+                done.add(got.fmt)
+                merge = merge_manifest(arts, failures, settings, out, previous, done)
+                write_manifest(merge.manifest, out)
+    except BaseException:  # workers are stopped (closing) before the sweep
+        remove_temporary(out, created)
+        raise
+    if merge.replaced:
+        log.info("replaced in the manifest: %s", ", ".join(merge.replaced))
+    return ExportResult(tuple(arts), tuple(failures), manifest_path(out), clock.seconds(),
+                        merge.kept, merge.replaced, merge.dropped)
+
+
+def _results(model: Any, settings: ExportSettings, out: Path, formats: tuple[str, ...],
+             jobs: int, checkpoint: Path | None, threads: int, verbose: bool
+             ) -> Generator[FormatResult, None, None]:
+    """``FormatResult`` per format, from this process or from worker processes."""
+    if jobs <= 1 or len(formats) <= 1 or checkpoint is None:
+        for i, fmt in enumerate(formats, start=1):
+            precisions = get_exporter(fmt).artefact_precisions(settings.precisions)
+            log.info("[%d/%d] %s: exporting %s ...", i, len(formats), fmt, ", ".join(precisions))
+            yield run_format(fmt, model, settings, out)
+        return
+    from exporters.parallel import Task, registering_modules, run_parallel, share_out
+
+    groups = share_out(formats, jobs)
+    log.info("exporting in %d worker processes: %s", len(groups),
+             "; ".join(", ".join(g) for g in groups))
+    with staging_dir(out) as logs:
+        tasks = [Task(g, checkpoint, settings, out, threads,
+                      None if verbose else logs / f"worker-{i}.log", registering_modules(g))
+                 for i, g in enumerate(groups)]
+        yield from run_parallel(tasks, jobs)
+
+
+def _log_outcome(got: FormatResult) -> None:
+    for a in got.artifacts:
+        log.info("  %s: %.2f MB in %.1f s", a.name, path_bytes(a.path) / 1e6,
+                 a.entry.export_seconds or 0.0)
+    for f in got.failures:
+        log.warning("  FAILED %s %s: %s", f.format, f.precision, f.error)
+    if got.log_tail:
+        log.warning("  last lines of the %s log:\n%s", got.fmt, got.log_tail)
+
+
+def remove_temporary(out: Path, created: bool) -> None:
+    """After an interrupt or crash: the temporary files and staging folders of this package in
+    ``out`` (``kd_core.io.atomic_path``'s ``.*.tmp``; ``.staging.*``); ``out`` itself if this
+    run created it and left it empty."""
+    for path in [*out.glob(".*.tmp"), *out.glob(f"{STAGING_PREFIX}*")]:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()

@@ -1,26 +1,31 @@
 """Runtimes: load an exported artefact (or a checkpoint) in its real runtime and get logits.
 
-One runner per format, registered with ``@register_runtime(format)``; ``load_runner(entry,
-manifest_dir, threads)`` picks it from a manifest entry (docs/MANIFEST.md). Every runner takes
+One runner per format, registered with ``@register_runtime(format, label)``; ``load_runner(entry,
+root, threads)`` picks it from a ``kd_core.deploy.ManifestEntry`` (docs/MANIFEST.md), whose path
+is relative to ``root``. The exporters verify every artefact through these runners before it is
+kept, and the benchmark harness scores them with the same ones. Every runner takes
 float32 NCHW normalized images ``(N, 3, H, W)`` and returns float64 logits ``(N, K)``: the base
 class reads the entry for layout (NCHW/NHWC) and I/O quantization, quantizes inputs and
 dequantizes outputs with ``runtimes.quant``, and loops single images when the artefact has a
 fixed batch of 1. A runtime that cannot run on this host raises ``RuntimeUnavailable`` (Core ML
-off macOS), which callers report as a status. Importing this package needs numpy alone; backends
-are imported inside the format modules' functions.
+off macOS), which callers report as a status. Importing this package (or a runtime module)
+imports numpy and kd_core.deploy only; backends are imported inside the runners' methods.
+Layers: kd_core < runtimes < exporters < benchmarks; nothing here imports an exporter.
 """
 
 from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kd_core.cli import BadInput
+from kd_core.deploy import ContractError, ManifestEntry
 from runtimes.quant import dequantize, quantize
 
 BUILTIN_RUNTIMES = {"torch": "torch_eager", "onnx": "onnx", "tflite": "tflite",
@@ -31,7 +36,7 @@ class RuntimeUnavailable(RuntimeError):
     """The runtime cannot run on this host (for example Core ML off macOS); not a failure."""
 
 
-class RuntimeLoadError(ValueError):
+class RuntimeLoadError(BadInput):
     """An artefact or manifest entry that cannot be loaded; the message names the file."""
 
 
@@ -40,10 +45,10 @@ class Runner:
 
     runtime = "?"  # human-readable runtime name, with version
 
-    def __init__(self, entry: dict[str, Any], path: Path, threads: int) -> None:
+    def __init__(self, entry: ManifestEntry, path: Path, threads: int) -> None:
         self.entry, self.path, self.threads = entry, path, max(1, int(threads))
-        self.name = str(entry.get("name", path.stem))
-        inp, out = entry.get("input") or {}, entry.get("output") or {}
+        self.name = entry.name
+        inp, out = entry.input, entry.output
         self.layout = str(inp.get("layout") or "NCHW")
         self.in_quant: dict[str, Any] | None = inp.get("quantization")
         self.out_quant: dict[str, Any] | None = out.get("quantization")
@@ -51,7 +56,7 @@ class Runner:
         self.kind = str(out.get("kind") or "logits")
         shape = inp.get("shape") or [1]
         self.fixed_batch = shape[0] == 1
-        self.temperature = float(entry.get("temperature", 1.0))
+        self.temperature = entry.decision.temperature
         self._import()  # backend import time is not load time
         start = time.perf_counter()
         self._load()
@@ -99,25 +104,27 @@ class Runner:
         return z
 
 
-RunnerFactory = Callable[[dict[str, Any], Path, int], Runner]
+RunnerFactory = Callable[[ManifestEntry, Path, int], Runner]
 
 
 @dataclass(frozen=True)
 class RuntimeSpec:
     format: str
     factory: RunnerFactory
+    label: str  # human name of the runtime, for rows of a runtime that did not load
+    module: str = ""  # the module that registered it (worker processes import it)
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {}
 
 
-def register_runtime(fmt: str) -> Callable[[type[Runner]], type[Runner]]:
+def register_runtime(fmt: str, label: str) -> Callable[[type[Runner]], type[Runner]]:
     """Register the runner class of a format; a format may be registered once."""
 
     def deco(cls: type[Runner]) -> type[Runner]:
         if fmt in RUNTIMES:
             raise ValueError(f"runtime {fmt!r} is registered twice")
-        RUNTIMES[fmt] = RuntimeSpec(fmt, cls)
+        RUNTIMES[fmt] = RuntimeSpec(fmt, cls, label, cls.__module__)
         return cls
 
     return deco
@@ -143,17 +150,20 @@ def get_runtime(fmt: str) -> RuntimeSpec:
     return RUNTIMES[fmt]
 
 
-def load_runner(entry: dict[str, Any], manifest_dir: Path, threads: int = 1) -> Runner:
-    """Load the artefact a manifest entry describes (its ``path`` relative to ``manifest_dir``)."""
-    for key in ("format", "path"):
-        if key not in entry:
-            raise RuntimeLoadError(f"{manifest_dir}: manifest entry {entry.get('name')!r} "
-                                   f"lacks {key!r}")
-    path = Path(manifest_dir) / str(entry["path"])
+def load_runner(entry: ManifestEntry | Mapping[str, Any], root: Path, threads: int = 1
+                ) -> Runner:
+    """Load the artefact a manifest entry describes (its ``path`` relative to ``root``). A
+    mapping (a ``manifest.json`` entry) is read with ``ManifestEntry.from_dict`` first."""
+    if not isinstance(entry, ManifestEntry):
+        try:
+            entry = ManifestEntry.from_dict(dict(entry), str(root))
+        except ContractError as exc:
+            raise RuntimeLoadError(str(exc)) from None
+    path = entry.file(root)
     if not path.exists():
-        raise RuntimeLoadError(f"{path}: artefact not found (manifest entry {entry.get('name')!r})")
+        raise RuntimeLoadError(f"{path}: artefact not found (manifest entry {entry.name!r})")
     try:
-        spec = get_runtime(str(entry["format"]))
+        spec = get_runtime(entry.format)
     except KeyError as exc:
         raise RuntimeLoadError(f"{path}: {exc.args[0]}") from None
     return spec.factory(entry, path, threads)

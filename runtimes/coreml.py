@@ -20,7 +20,7 @@ def available() -> bool:
     return platform.system() == "Darwin"
 
 
-@register_runtime("coreml")
+@register_runtime("coreml", "Core ML")
 class CoreMLRunner(Runner):
     runtime = "Core ML"
 
@@ -34,12 +34,12 @@ class CoreMLRunner(Runner):
             self.model = ct.models.MLModel(str(self.path))
         except Exception as exc:
             raise RuntimeLoadError(f"{self.path}: Core ML cannot load it ({exc})") from None
-        prep = self.entry["preprocessing"]
-        self.mean = np.asarray(prep["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(prep["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-        self.labels = list(self.entry["labels"])
-        self.input_name = str(self.entry["input"]["name"])
-        self.probs_name = str(self.entry["output"]["name"])
+        prep = self.entry.preprocessing
+        self.mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.labels = list(self.entry.decision.labels)
+        self.input_name = str(self.entry.input["name"])
+        self.probs_name = str(self.entry.output["name"])
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         pixels = np.rint((x * self.std + self.mean) * 255.0)

@@ -36,7 +36,7 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-@register_runtime("executorch")
+@register_runtime("executorch", "ExecuTorch")
 class ExecuTorchRunner(Runner):
     def _import(self) -> None:
         import logging

@@ -9,7 +9,7 @@ import numpy as np
 from runtimes import Runner, RuntimeLoadError, register_runtime
 
 
-@register_runtime("onnx")
+@register_runtime("onnx", "ONNX Runtime")
 class OnnxRunner(Runner):
     def _import(self) -> None:
         import onnxruntime  # noqa: F401

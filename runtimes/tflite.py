@@ -7,6 +7,7 @@ details are checked against it so that a stale manifest is an error, not a silen
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,32 @@ import numpy as np
 from runtimes import Runner, RuntimeLoadError, register_runtime
 
 
-@register_runtime("tflite")
+def _describe(detail: dict[str, Any], layout: str | None, kind: str | None) -> dict[str, Any]:
+    dtype = np.dtype(detail["dtype"]).name
+    scale, zero = detail["quantization"]
+    spec: dict[str, Any] = {"name": str(detail["name"]),
+                            "shape": [int(s) for s in detail["shape"]]}
+    if layout is not None:
+        spec["layout"] = layout
+    spec["dtype"] = dtype
+    spec["quantization"] = ({"scale": float(scale), "zero_point": int(zero)}
+                            if dtype in ("int8", "uint8") else None)
+    if kind is not None:
+        spec["kind"] = kind
+    return spec
+
+
+def io_details(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's ``input`` (NHWC) and ``output`` (logits) of a ``.tflite`` file, read from
+    the interpreter: name, shape, dtype and int8 quantization."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return _describe(inp, "NHWC", None), _describe(out, None, "logits")
+
+
+@register_runtime("tflite", "LiteRT interpreter")
 class TFLiteRunner(Runner):
     def _import(self) -> None:
         import ai_edge_litert.interpreter  # noqa: F401

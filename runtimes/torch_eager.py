@@ -7,47 +7,41 @@ artefact (NCHW float input, dynamic batch, logits out), so the harness treats ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from kd_core.data.transforms import Preprocessing
+from kd_core.deploy import ManifestEntry
 from runtimes import Runner, RuntimeLoadError, register_runtime
 
 FORMAT = "torch"
 
 
-def checkpoint_entry(path: Path, name: str | None = None) -> dict[str, Any]:
-    """A manifest-like entry for a checkpoint: decision fields, NCHW float I/O, file size."""
-    from kd_core.checkpoint import CheckpointError, load_checkpoint
+def checkpoint_entry(path: Path, name: str | None = None) -> ManifestEntry:
+    """A manifest entry for a checkpoint (NCHW float input, dynamic batch, logits out), with
+    its decision and dataset; ``extra["arch"]`` names its architecture."""
+    from kd_core.checkpoint import CheckpointError, decision_of, load_checkpoint
 
     path = Path(path)
     try:
         ckpt = load_checkpoint(path)
+        decision = decision_of(ckpt, path)
     except CheckpointError as exc:
         raise RuntimeLoadError(str(exc)) from None
-    size = int(ckpt["preprocessing"]["size"])
-    metrics = ckpt.get("metrics") or {}
-    return {
-        "name": name or path.stem,
-        "path": path.name,
-        "format": FORMAT,
-        "precision": "fp32",
-        "arch": ckpt["arch"],
-        "bytes": path.stat().st_size,
-        "input": {"name": "image", "shape": [-1, 3, size, size], "layout": "NCHW",
-                  "dtype": "float32", "quantization": None},
-        "output": {"name": "logits", "shape": [-1, int(ckpt["num_classes"])],
-                   "dtype": "float32", "quantization": None, "kind": "logits"},
-        "preprocessing": dict(ckpt["preprocessing"]),
-        "labels": list(ckpt["labels"]),
-        "positive_index": int(ckpt["positive_index"]),
-        "temperature": float(ckpt["temperature"]),
-        "threshold": float(ckpt["threshold"]),
-        "target_sensitivity": float(metrics.get("target_sensitivity", 0.95)),
-    }
+    prep = Preprocessing.from_dict(ckpt["preprocessing"])
+    dataset = ckpt.get("dataset")
+    return ManifestEntry(
+        name=name or path.stem, path=path.name, format=FORMAT, precision="fp32",
+        input={"name": "image", "shape": [-1, 3, prep.size, prep.size], "layout": "NCHW",
+               "dtype": "float32", "quantization": None},
+        output={"name": "logits", "shape": [-1, int(ckpt["num_classes"])], "dtype": "float32",
+                "quantization": None, "kind": "logits"},
+        decision=decision, preprocessing=prep, bytes=path.stat().st_size,
+        dataset=dataset if isinstance(dataset, str) else None,
+        extra={"arch": str(ckpt["arch"])})
 
 
-@register_runtime(FORMAT)
+@register_runtime(FORMAT, "PyTorch eager")
 class TorchRunner(Runner):
     batch_size = 64
 

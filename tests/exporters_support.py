@@ -79,12 +79,18 @@ def trained_model(arch: str, num_classes: int, size: int, seed: int = 0, steps: 
 
 def write_checkpoint(path: Path, arch: str = "tiny_mobilenet", num_classes: int = 2,
                      size: int = 64, drop: tuple[str, ...] = (), seed: int = 0,
-                     steps: int = 0) -> Path:
+                     steps: int = 0, calibrated: bool = True, **extra: object) -> Path:
+    """A checkpoint as training writes it (temperature 1.5, threshold 0.3 and, unless
+    ``calibrated`` is False, the record of their calibration); ``extra`` keys override."""
     model = (trained_model(arch, num_classes, size, seed, steps) if steps
              else decisive_model(arch, num_classes, size, seed))
     labels = BINARY_LABELS if num_classes == 2 else DX_LABELS[:num_classes]
+    record = {"split": "val", "n": 100, "temperature": 1.5, "threshold": 0.3,
+              "target_sensitivity": 0.95}
     ckpt = build_checkpoint(model, arch, labels, Preprocessing(size=size), temperature=1.5,
-                            threshold=0.3)
+                            threshold=0.3, target_sensitivity=0.95,
+                            **({"calibration": record} if calibrated else {}))
+    ckpt.update(extra)
     for key in drop:
         ckpt.pop(key)
     return save_checkpoint(ckpt, path)

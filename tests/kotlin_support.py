@@ -3,7 +3,10 @@
 ``scripts/kotlin.sh`` installs the npm registry's ``kotlin-compiler`` into ``.tools/`` if missing;
 the core sources (main + test) compile in ONE kotlinc call into
 ``build/kotlin_core/<digest>/core.jar``, reused while the sources and the compiler stay the same.
-Tests skip when java or kotlinc cannot be had, unless ``EDGEKD_REQUIRE_KOTLIN=1`` (set it in CI).
+The core parses JSON with ``org.json``, built into Android; here it is Debian's
+``libandroid-json-java`` (the same implementation, from the Android source tree; .ci/run installs
+it), found at ``$EDGEKD_ORG_JSON_JAR`` or under /usr/share/java.
+Tests skip when java, kotlinc or org.json cannot be had, unless ``EDGEKD_REQUIRE_KOTLIN=1``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "android_demo" / "core"
 SOURCES = (CORE / "src" / "main" / "kotlin", CORE / "src" / "test" / "kotlin")
 BUILD = ROOT / "build" / "kotlin_core"
+ORG_JSON_JARS = (Path("/usr/share/java/com.android.json.jar"),
+                 Path("/usr/share/maven-repo/com/android/json/debian/json-debian.jar"))
 
 
 class KotlinUnavailable(RuntimeError):
@@ -52,10 +57,22 @@ def _lib(name: str) -> Path:
 
 
 @lru_cache(maxsize=1)
+def org_json_jar() -> Path:
+    """Android's org.json for the JVM (Debian package libandroid-json-java)."""
+    override = os.environ.get("EDGEKD_ORG_JSON_JAR")
+    for jar in (Path(override),) if override else ORG_JSON_JARS:
+        if jar.is_file():
+            return jar
+    raise KotlinUnavailable("org.json is missing: apt-get install libandroid-json-java "
+                            "(or set EDGEKD_ORG_JSON_JAR to Android's org.json jar)")
+
+
+@lru_cache(maxsize=1)
 def core_classpath() -> str:
     """Compile (or reuse) the core module; return a java classpath with its runtime jars."""
     compiler = kotlinc()
-    digest = hashlib.sha256(str(compiler).encode())
+    json_jar = org_json_jar()
+    digest = hashlib.sha256(f"{compiler}\0{json_jar}".encode())
     for src in kotlin_sources():
         digest.update(src.relative_to(ROOT).as_posix().encode() + b"\0" + src.read_bytes())
     jar = BUILD / digest.hexdigest()[:16] / "core.jar"
@@ -63,12 +80,13 @@ def core_classpath() -> str:
         with atomic_path(jar) as tmp:
             _compile(compiler, tmp.with_suffix(".jar"))
             tmp.with_suffix(".jar").rename(tmp)
-    jars = (jar, _lib("kotlin-stdlib.jar"), _lib("kotlin-test.jar"))
+    jars = (jar, _lib("kotlin-stdlib.jar"), _lib("kotlin-test.jar"), json_jar)
     return os.pathsep.join(str(p) for p in jars)
 
 
 def _compile(compiler: Path, out: Path) -> None:
-    cmd = [str(compiler), "-jvm-target", "17", "-nowarn", "-cp", str(_lib("kotlin-test.jar")),
+    classpath = os.pathsep.join((str(_lib("kotlin-test.jar")), str(org_json_jar())))
+    cmd = [str(compiler), "-jvm-target", "17", "-nowarn", "-cp", classpath,
            "-d", str(out), *(str(d) for d in SOURCES)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)

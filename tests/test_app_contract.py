@@ -1,9 +1,13 @@
-"""The demo apps' contract with manifest.json.
+"""The demo apps' contract with manifest.json, and what they tell the person holding the phone.
 
 Every field the apps read is listed once, in android_demo/core/manifest_fields.json. The tests check
 that list against what the Kotlin and Swift sources actually read, against docs/MANIFEST.md, and
 against a manifest that ``exporters.all`` writes for a tiny checkpoint (TFLite INT8 + Core ML); then
-sync that export into the apps and run the Kotlin core on it next to the Python pipeline and LiteRT.
+gate and sync that export into the apps and run the Kotlin core on it next to the Python pipeline
+and LiteRT. The UI text of both apps is checked over their sources: screening language (above or
+below the model's referral threshold; this does not rule out melanoma; see a clinician), the
+not-a-medical-device notice, the training data's name, the parity-gate status, and no
+"Decision: melanoma".
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from typing import Any
 import kotlin_support as ks
 import numpy as np
 import pytest
+from app_support import tiny_export
 from PIL import Image
+
+from kd_core.deploy import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = json.loads((ROOT / "android_demo/core/manifest_fields.json").read_text())
@@ -67,14 +74,17 @@ def _check(root: dict[str, Any], path: str, typ: str, where: str) -> list[str]:
     return [] if _is(node, typ) else [f"{where}: {path} is {node!r}, expected {typ}"]
 
 
-def contract_errors(manifest: dict[str, Any], app: str) -> list[str]:
-    """Every field ``app`` reads, with its JSON type, in ``manifest`` (or why not)."""
+def contract_errors(manifest: dict[str, Any], app: str, synced: bool = True) -> list[str]:
+    """Every field ``app`` reads, with its JSON type, in ``manifest`` (or why not). An export's
+    own manifest (``synced=False``) need not have the fields exporters.sync_demos adds."""
     fmt = FIELDS["formats"][app]
     errors: list[str] = []
     entries = [a for a in manifest.get("artifacts") or [] if a.get("format") == fmt]
     if not entries:
         return [f"no {fmt} artefact for {app}"]
     for f in fields_for(app):
+        if not synced and f.get("added_by") == "sync_demos":
+            continue
         if f["path"].startswith("artifacts[]."):
             for a in entries:
                 errors += _check(a, f["path"].removeprefix("artifacts[]."), f["type"], a["name"])
@@ -132,7 +142,9 @@ def test_field_names_are_documented() -> None:
 
 @pytest.mark.parametrize("app", APPS)
 def test_doc_example_satisfies_contract(app: str) -> None:
-    assert contract_errors(doc_example(), app) == []
+    assert contract_errors(doc_example(), app, synced=False) == []
+    missing = contract_errors(doc_example(), app)  # the app's copy needs what sync_demos adds
+    assert any("lacks gate" in e for e in missing) and any("lacks dataset" in e for e in missing)
 
 
 def test_contract_catches_missing_and_mistyped_fields() -> None:
@@ -155,51 +167,38 @@ def test_contract_catches_missing_and_mistyped_fields() -> None:
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """exporters.all on a tiny checkpoint: TFLite INT8 and Core ML fp16 (about a minute)."""
-    import torch
-
-    from exporters.all import main as export_main
-    from kd_core.checkpoint import build_checkpoint, save_checkpoint
-    from kd_core.data.transforms import Preprocessing
-    from kd_core.models import create_model
-
-    d = tmp_path_factory.mktemp("export")
-    calib = d / "calib"
-    calib.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(calib / f"{i}.png")
-    torch.manual_seed(0)
-    ckpt = build_checkpoint(create_model("tiny_mobilenet", 2), "tiny_mobilenet",
-                            ["other", "melanoma"], Preprocessing(size=32), temperature=1.3,
-                            threshold=0.4)
-    save_checkpoint(ckpt, d / "tiny.pth")
-    out = d / "out"
-    common = [str(d / "tiny.pth"), "--out", str(out)]
-    assert export_main([*common, "--formats", "tflite", "--precisions", "int8",
-                        "--calib-data", str(calib), "--calib-samples", "8"]) == 0
-    assert export_main([*common, "--formats", "coreml", "--precisions", "fp32"]) == 0
-    return out
+    return tiny_export(tmp_path_factory.mktemp("export"), coreml=True)
 
 
 @pytest.fixture(scope="module")
 def exported(export_dir: Path) -> dict[str, Any]:
-    return json.loads((export_dir / "manifest.json").read_text())
+    return json.loads((export_dir / MANIFEST_NAME).read_text())
 
 
 @pytest.mark.parametrize("app", APPS)
 def test_exported_manifest_has_every_field_the_app_reads(exported: dict[str, Any],
                                                          app: str) -> None:
-    assert contract_errors(exported, app) == []
+    assert contract_errors(exported, app, synced=False) == []
 
 
 @pytest.fixture(scope="module")
 def synced(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The TFLite artefact gated as benchmarks.run records it (a pass for its sha256); Core ML
+    cannot be gated off macOS, so it ships with --allow-ungated."""
     from exporters.sync_demos import main as sync_main
+    from kd_core.deploy import GateVerdict, load_manifest, record_verdicts
 
     apps = tmp_path_factory.mktemp("apps")
     dest = {"android": apps / "android_assets", "ios": apps / "ios_model"}
-    assert sync_main([str(export_dir), "--android", str(dest["android"]),
-                      "--ios", str(dest["ios"])]) == 0
+    both = [str(export_dir), "--android", str(dest["android"]), "--ios", str(dest["ios"]),
+            "--no-web"]
+    assert sync_main([*both, "--no-ios"]) == 2  # never benchmarked: refused
+    entry = next(e for e in load_manifest(export_dir).artifacts if e.format == "tflite")
+    record_verdicts(export_dir, [GateVerdict(entry.name, "pass", entry.sha256 or "",
+                                             "2026-11-29T10:00:00", "synth", "holdout", 64)])
+    assert sync_main([*both, "--no-ios"]) == 0
+    assert sync_main([*both, "--no-android"]) == 2  # Core ML: "not run"
+    assert sync_main([*both, "--no-android", "--allow-ungated"]) == 0
     return dest
 
 
@@ -208,29 +207,35 @@ def test_synced_manifest_keeps_the_contract(synced: dict[str, Path], exported: d
                                             app: str) -> None:
     from kd_core.io import sha256_file
 
-    trimmed = json.loads((synced[app] / "manifest.json").read_text())
+    trimmed = json.loads((synced[app] / MANIFEST_NAME).read_text())
     assert contract_errors(trimmed, app) == []
     (entry,) = trimmed["artifacts"]
     wanted = "int8" if app == "android" else "fp16"  # Core ML: no w8/int8 in this export
     assert entry["precision"] == wanted
     assert sha256_file(synced[app] / entry["path"]) == entry["sha256"]
     original = next(a for a in exported["artifacts"] if a["name"] == entry["name"])
-    assert {k: v for k, v in entry.items() if k != "path"} == \
-        {k: v for k, v in original.items() if k != "path"}
+    added = ("path", "gate", "dataset")  # the rest is the export's entry, field for field
+    assert {k: entry.get(k) for k in original if k not in added} == \
+        {k: v for k, v in original.items() if k not in added}
+    assert entry["dataset"] == (original.get("dataset") or exported.get("dataset")
+                                or "unknown training data")
+    status = "pass" if app == "android" else "not parity-checked"
+    assert entry["gate"]["status"] == status
 
 
 def test_kotlin_reads_the_synced_manifest(synced: dict[str, Path]) -> None:
     ks.classpath_or_skip()
-    path = synced["android"] / "manifest.json"
+    path = synced["android"] / MANIFEST_NAME
     (entry,) = json.loads(path.read_text())["artifacts"]
     proc = ks.run_cli("manifest", "--format", "tflite", str(path))
     seen = json.loads(proc.stdout)
     for key in ("name", "path", "format", "precision", "labels", "positive_index",
-                "temperature", "threshold", "preprocessing"):
+                "temperature", "threshold", "preprocessing", "dataset"):
         assert seen[key] == entry[key], key
     for side in ("input", "output"):
         for key, value in seen[side].items():
             assert value == entry[side][key], f"{side}.{key}"
+    assert seen["gate"] == {"status": "pass", "detail": entry["gate"]["detail"]}
 
 
 def test_kotlin_pipeline_with_litert_matches_python(synced: dict[str, Path],
@@ -241,7 +246,7 @@ def test_kotlin_pipeline_with_litert_matches_python(synced: dict[str, Path],
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     from kd_core.data.transforms import Preprocessing, preprocess
 
-    manifest = synced["android"] / "manifest.json"
+    manifest = synced["android"] / MANIFEST_NAME
     (entry,) = json.loads(manifest.read_text())["artifacts"]
     images = []
     rng = np.random.default_rng(1)
@@ -277,3 +282,69 @@ def test_kotlin_pipeline_with_litert_matches_python(synced: dict[str, Path],
         pos = entry["positive_index"]
         assert g["positive"] == bool(p[pos] >= entry["threshold"])
         assert g["label"] == entry["labels"][pos if g["positive"] else 1 - pos]
+
+
+# --- what the apps say -------------------------------------------------------------------------
+
+ANDROID_UI = [ROOT / "android_demo/core/src/main/kotlin/org/edgekd/core/Screening.kt",
+              ROOT / "android_demo/app/src/main/kotlin/org/edgekd/demo/MainActivity.kt",
+              ROOT / "android_demo/app/src/main/res/values/strings.xml"]
+IOS_UI = [ROOT / "ios_demo/EdgeKDDemo/ContentView.swift"]
+APP_SOURCES = [*ROOT.glob("android_demo/*/src/main/**/*.kt"),  # what ships, not the tests
+               *ROOT.glob("android_demo/*/src/main/**/*.xml"), *ROOT.glob("ios_demo/**/*.swift")]
+PHRASES = ("referral threshold", "This does not rule out melanoma", "see a clinician",
+           "not a medical device", "Trained on: ", "NOT parity-checked", "Parity-checked: ")
+
+
+def _ui_text(paths: list[Path]) -> str:
+    return "\n".join(p.read_text() for p in paths)
+
+
+def test_no_app_source_states_a_diagnosis() -> None:
+    """No text the apps can show (string literals, string resources) reads as a diagnosis."""
+    assert APP_SOURCES
+    for path in APP_SOURCES:
+        text = path.read_text()
+        shown = re.findall(r'"((?:[^"\\\n]|\\.)*)"', text) + re.findall(r">([^<>]+)</string>", text)
+        for literal in shown:
+            assert not re.search(r"Decision|\bdiagnosis\b|\bis melanoma\b", literal), \
+                (path.name, literal)
+
+
+@pytest.mark.parametrize("paths", [ANDROID_UI, IOS_UI], ids=APPS)
+def test_ui_uses_screening_language_notice_dataset_and_gate(paths: list[Path]) -> None:
+    text = _ui_text(paths)
+    for phrase in PHRASES:
+        assert phrase.lower() in text.lower(), phrase
+
+
+def _kotlin_constants() -> dict[str, str]:
+    text = (ROOT / "android_demo/core/src/main/kotlin/org/edgekd/core/Screening.kt").read_text()
+    out = {}
+    for name, body in re.findall(r'const val (\w+) = ((?:"[^"]*"\s*\+?\s*)+)', text):
+        out[name.replace("_", "").lower()] = "".join(re.findall(r'"([^"]*)"', body))
+    return out
+
+
+def _swift_constants() -> dict[str, str]:
+    text = (ROOT / "ios_demo/EdgeKDDemo/ContentView.swift").read_text()
+    return {n.lower(): v for n, v in re.findall(r'static let (\w+) = "([^"]*)"', text)}
+
+
+def test_both_apps_say_the_same_words() -> None:
+    kotlin, swift = _kotlin_constants(), _swift_constants()
+    assert set(kotlin) == set(swift) == {"notice", "above", "below", "aboveadvice",
+                                         "belowadvice", "notchecked"}
+    assert kotlin == swift
+
+
+def test_screens_show_the_result_the_training_data_and_the_gate() -> None:
+    android = ANDROID_UI[1].read_text()
+    for call in ("Screening.NOTICE", "Screening.headline(", "Screening.score(", "Screening.advice(",
+                 "Screening.trainedOn(", "Screening.gate(", "gate.parityChecked"):
+        assert call in android, call
+    ios = (ROOT / "ios_demo/EdgeKDDemo/ContentView.swift").read_text()
+    for call in ("Screening.notice", "Screening.above", "Screening.belowAdvice",
+                 "Screening.trainedOn(spec)", "Screening.gate(spec)", "spec.parityChecked",
+                 "referral threshold"):
+        assert call in ios, call

@@ -1,4 +1,8 @@
-"""Exporter CLI, registry, calibration data and bad input: fast tests (one real ONNX export)."""
+"""Exporter registry, command line and bad input: fast tests (real ONNX exports of a tiny model).
+
+Every bad input exits 2 with one ``error:`` line naming the flag or file, before any work:
+nothing is written, an existing export folder is left byte for byte as it was.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from exporters_support import prepared_synthetic, write_checkpoint, write_image_folder
+from exporters_support import write_checkpoint, write_image_folder
 
 import exporters
-from exporters import EXPORTERS, Artifact, ExporterSpec, get_exporter, list_exporters
+from exporters import get_exporter, list_exporters
 from exporters.all import main
-from exporters.base import input_shape, io_spec
-from exporters.calibration_data import (
-    CalibrationDataError,
-    balanced_indices,
-    load_calibration,
-)
-from kd_core.data.ham10000 import load_split
-from kd_core.data.transforms import Preprocessing, preprocess
-from kd_core.io import atomic_path, sha256_file
+from kd_core.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ("litert_torch", "executorch", "coremltools", "onnx", "onnxruntime", "ai_edge_litert")
+BACKENDS = ("torch", "litert_torch", "executorch", "coremltools", "onnx", "onnxruntime",
+            "ai_edge_litert")
+FP32_ONNX = ["--formats", "onnx", "--precisions", "fp32", "--jobs", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -35,246 +31,294 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepared_synthetic(tmp_path_factory.mktemp("data"), n_images=120, size=48)
+def exported(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export folder holding the ONNX fp32 artefact and its manifest."""
+    out = tmp_path_factory.mktemp("exported") / "out"
+    assert main([str(ckpt), "--out", str(out), *FP32_ONNX]) == 0
+    return out
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*") if p.name.startswith("."))
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones included) with its sha256."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
-# ---- registry -------------------------------------------------------------------------------
+def run_bad(argv: list[str], capsys: pytest.CaptureFixture[str], *expected: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for part in expected:
+        assert part in err, err
+    return err
 
-def test_import_needs_no_backend() -> None:
-    code = ("import sys, exporters; print(exporters.list_exporters()); "
+
+# ---- registry and help ----------------------------------------------------------------------
+
+def test_registry_and_cli_import_neither_torch_nor_a_backend() -> None:
+    code = ("import sys, exporters, exporters.all; print(exporters.list_exporters()); "
             f"print([m for m in {BACKENDS!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out == ["['tflite', 'executorch', 'coreml', 'onnx']", "[]"]
 
 
-def test_registry_rejects_duplicates_and_unknown_names() -> None:
-    assert list_exporters()[:4] == ["tflite", "executorch", "coreml", "onnx"]
-    assert get_exporter("coreml").precisions == {"fp32": ("fp16",), "int8": ("w8",),
-                                                 "w8a8": ("w8a8",)}
+@pytest.mark.parametrize("module", ["exporters.all", "exporters.tflite", "exporters.coreml"])
+def test_help_imports_no_torch_and_shows_every_default(module: str) -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+    assert not {m for m in imported if m.split(".")[0] in BACKENDS}
+    help_text = " ".join(proc.stdout.split())
+    for text in ("CKPT", "--out", "--precisions", "(default: fp32,int8)", "--calib-data",
+                 "(default: 256)", "--allow-uncalibrated", "--allow-few-calib-images",
+                 "(default: auto)", "coreml: fp16", "Exit codes: 0 ok"):
+        assert text in help_text, text
+    assert ("--formats" in help_text) == (module == "exporters.all")
+
+
+def test_registry_holds_the_per_format_facts() -> None:
+    coreml, tflite = get_exporter("coreml"), get_exporter("tflite")
+    assert coreml.precisions == {"fp32": ("fp16",), "int8": ("w8",), "w8a8": ("w8a8",)}
+    assert coreml.preferred == ("w8", "fp16") and tflite.preferred == ("int8",)
+    assert tflite.int8 is not None and "decompose_hardswish" in tflite.int8.rewrites
+    assert get_exporter("onnx").int8.quantizer == "onnxruntime"  # type: ignore[union-attr]
+    assert coreml.int8 is not None and coreml.int8.quantizer == "coreml"
+    assert all(get_exporter(f).read_metadata is not None for f in list_exporters())
+    assert get_exporter("executorch").cost > coreml.cost
+    assert exporters.precision_families() == ("fp32", "int8", "w8a8")
     with pytest.raises(ValueError, match="registered twice"):
-        exporters.register_exporter("onnx", ".onnx", ())(lambda *a: [])
+        exporters.register_exporter("onnx", extension=".onnx", tools=())(lambda *a: [])
     with pytest.raises(KeyError, match="known formats: tflite"):
         get_exporter("tensorrt")
 
 
-# ---- CLI and bad input ----------------------------------------------------------------------
-
-def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["--help"])
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
-    for option in ("CKPT", "--out", "--formats", "--precisions", "--calib-data",
-                   "--calib-samples", "--seed", "--threads", "--jobs", "--verbose",
-                   "Exit codes"):
-        assert option in text
+def test_a_format_module_is_its_own_command(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "exporters.onnx", str(ckpt), "--out", str(out),
+                           "--precisions", "fp32"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["artifacts"]] == ["tiny_mobilenet_onnx_fp32"]
 
 
-def run_bad(argv: list[str], capsys: pytest.CaptureFixture[str], *expected: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    for part in expected:
-        assert part in err, err
-    return err
+# ---- bad input: exit 2, one line, nothing written -------------------------------------------
 
-
-def test_missing_and_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                        ) -> None:
+def test_missing_corrupt_and_incomplete_checkpoints(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     run_bad([str(tmp_path / "nope.pth"), "--out", str(out)], capsys, "nope.pth",
             "checkpoint not found")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint at all")
-    run_bad([str(bad), "--out", str(out), "--precisions", "fp32"], capsys, "bad.pth", "corrupt")
-    assert not out.exists() or not any(out.iterdir())
+    run_bad([str(bad), "--out", str(out), *FP32_ONNX], capsys, "bad.pth", "corrupt")
+    for key in ("preprocessing", "labels"):
+        path = write_checkpoint(tmp_path / f"no_{key}.pth", size=32, drop=(key,))
+        run_bad([str(path), "--out", str(out), *FP32_ONNX], capsys, f"no_{key}.pth",
+                f"lacks {key}")
+    assert not out.exists()  # refused before anything was created
 
 
-@pytest.mark.parametrize("key", ["preprocessing", "labels"])
-def test_checkpoint_without_metadata(tmp_path: Path, key: str,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_checkpoint(tmp_path / "partial.pth", size=32, drop=(key,))
-    run_bad([str(path), "--out", str(tmp_path / "o"), "--precisions", "fp32"], capsys,
-            "partial.pth", f"lacks {key}")
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"temperature": float("nan")}, "temperature"),
+    ({"threshold": 5.0}, "threshold"),
+])
+def test_inconsistent_decision_is_refused(extra: dict[str, float], field: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_checkpoint(tmp_path / "odd.pth", size=32, **extra)
+    out = tmp_path / "out"
+    run_bad([str(path), "--out", str(out), *FP32_ONNX, "--allow-uncalibrated"], capsys,
+            "odd.pth", field)
+    assert not out.exists()
 
 
-def test_unknown_format_and_precision(ckpt: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    run_bad([str(ckpt), "--out", str(tmp_path), "--formats", "onnx,tensorrt"], capsys,
-            "unknown format(s) tensorrt", "known formats: tflite, executorch, coreml, onnx")
-    run_bad([str(ckpt), "--out", str(tmp_path), "--precisions", "int4"], capsys,
-            "unknown precision(s) int4")
-    run_bad([str(ckpt), "--out", str(tmp_path), "--jobs", "0"], capsys,
-            "--jobs must be a positive number or auto")
+def test_uncalibrated_checkpoint_is_refused_unless_allowed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_checkpoint(tmp_path / "best.pth", size=32, calibrated=False,
+                            dataset="synthetic demo data")
+    out = tmp_path / "out"
+    run_bad([str(path), "--out", str(out), *FP32_ONNX], capsys, "best.pth", "not calibrated",
+            "--allow-uncalibrated")
+    assert not out.exists()
+    assert main([str(path), "--out", str(out), *FP32_ONNX, "--allow-uncalibrated"]) == 0
+    assert "exporting an uncalibrated checkpoint" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["calibrated"] for e in manifest["artifacts"]] == [False]
+    assert manifest["dataset"] == manifest["artifacts"][0]["dataset"] == "synthetic demo data"
+    assert manifest["artifacts"][0]["target_sensitivity"] == 0.95
+
+
+def test_unknown_and_empty_format_precision_combinations(
+        ckpt: Path, exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(exported)
+    out = str(exported)
+    run_bad([str(ckpt), "--out", out, "--formats", "onnx,tensorrt"], capsys,
+            "--formats", "unknown format(s) tensorrt", "known formats: tflite, executorch")
+    run_bad([str(ckpt), "--out", out, "--precisions", "int4"], capsys,
+            "--precisions", "unknown precision(s) int4")
+    run_bad([str(ckpt), "--out", out, "--formats", "onnx", "--precisions", "w8a8"], capsys,
+            "--formats onnx --precisions w8a8", "onnx makes nothing for w8a8")
+    run_bad([str(ckpt), "--out", out, "--formats", "onnx", "--precisions", "fp32,w8a8"], capsys,
+            "none of these formats makes w8a8", "only coreml")
+    run_bad([str(ckpt), "--out", out, "--jobs", "0"], capsys, "--jobs must be a positive")
+    run_bad([str(ckpt), "--out", out, *FP32_ONNX, "--threads", "0"], capsys, "--threads")
+    assert snapshot(exported) == before  # the export folder and its manifest untouched
 
 
 def test_unwritable_output_folder(ckpt: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should go")
-    run_bad([str(ckpt), "--out", str(blocker / "out"), "--precisions", "fp32"], capsys,
-            "output folder cannot be written")
+    run_bad([str(ckpt), "--out", str(blocker / "out"), *FP32_ONNX], capsys,
+            "--out", "output folder cannot be created")
 
 
-def test_int8_without_calibration_data_refuses(ckpt: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_manifest_in_out_is_never_overwritten(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    run_bad([str(ckpt), "--out", str(out), "--formats", "onnx"], capsys,
-            "INT8 (onnx) needs real calibration images", "--calib-data DIR", "--precisions fp32")
-    assert not any(out.iterdir())  # refused before any work
+    out.mkdir()
+    (out / "manifest.json").write_text('{"manifest_version": 1, "temperature": NaN}')
+    before = snapshot(out)
+    run_bad([str(ckpt), "--out", str(out), *FP32_ONNX], capsys, "manifest.json",
+            "choose another --out")
+    assert snapshot(out) == before
 
 
-def test_empty_or_missing_calibration_folder(ckpt: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibration_data_is_checked_before_any_work(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    int8 = [str(ckpt), "--out", str(out), "--formats", "onnx"]
+    run_bad(int8, capsys, "INT8 (onnx) needs real calibration images", "--calib-data DIR",
+            "--precisions fp32")
+    few = write_image_folder(tmp_path / "few", n=4)
+    run_bad([*int8, "--calib-data", str(few), "--calib-samples", "4"], capsys,
+            "--calib-samples 4 is below the minimum of 32", "--allow-few-calib-images")
+    run_bad([*int8, "--calib-data", str(few)], capsys, "few: only 4 calibration images",
+            "--allow-few-calib-images")
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
-    (empty / "notes.txt").write_text("no images here")
-    run_bad([str(ckpt), "--out", str(tmp_path / "o"), "--calib-data", str(empty)], capsys,
-            "empty", "no images (.jpg, .jpeg, .png) found")
-    run_bad([str(ckpt), "--out", str(tmp_path / "o"), "--calib-data", str(tmp_path / "none")],
-            capsys, "calibration folder not found")
+    run_bad([*int8, "--calib-data", str(empty)], capsys, "empty", "no images")
+    run_bad([*int8, "--calib-data", str(tmp_path / "none")], capsys,
+            "calibration folder not found")
+    assert not out.exists()
 
 
-# ---- calibration data -----------------------------------------------------------------------
-
-def test_balanced_indices() -> None:
-    labels = np.array([0] * 50 + [1] * 5 + [2] * 20)
-    idx = balanced_indices(labels, 30, seed=1)
-    assert len(idx) == len(set(idx.tolist())) == 30
-    counts = np.bincount(labels[idx], minlength=3)
-    assert counts[1] == 5 and abs(int(counts[0]) - int(counts[2])) <= 1  # shortfall refilled
-    assert np.array_equal(idx, balanced_indices(labels, 30, seed=1))
-    assert not np.array_equal(idx, balanced_indices(labels, 30, seed=2))
-    assert len(balanced_indices(labels, 500, seed=0)) == len(labels)
-
-
-def test_calibration_from_prepared_split(prepared: Path) -> None:
-    prep = Preprocessing(size=32)
-    calib = load_calibration(prepared, prep, ["other", "melanoma"], n=12, seed=5)
-    train = load_split(prepared, "train")
-    assert set(calib.image_ids) <= set(train.image_ids) and len(calib) == 12
-    assert calib.class_counts == {"other": 6, "melanoma": 6}
-    path = train.paths[train.image_ids.index(calib.image_ids[0])]
-    assert np.array_equal(calib.normalized()[0], preprocess(path, prep))  # the eval pipeline
-    again = load_calibration(prepared, prep, ["other", "melanoma"], n=12, seed=5)
-    assert again.image_ids == calib.image_ids
-    block = calib.to_manifest()
-    assert block["seed"] == 5 and block["samples"] == 12 and block["class_balanced"] is True
-    nhwc = next(calib.batches("NHWC"))
-    assert tuple(nhwc.shape) == (1, 32, 32, 3) and nhwc.dtype == torch.float32
-
-
-def test_calibration_from_plain_and_ham_folders(prepared: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    folder = write_image_folder(tmp_path / "imgs", n=10)
-    calib = load_calibration(folder, Preprocessing(size=32), ["a", "b"], n=6, seed=0)
-    assert calib.class_counts is None and calib.kind == "folder" and len(calib) == 6
-    assert all(i.startswith(("a/", "b/")) for i in calib.image_ids)
-    assert "without class balance" in capsys.readouterr().out
-    import kd_core.train
-
-    monkeypatch.setattr(kd_core.train, "default_prepared_dir", lambda d: tmp_path / "prep")
-    data = json.loads((prepared / "split_metadata.json").read_text())["data_dir"]
-    ham = load_calibration(Path(data), Preprocessing(size=32), ["other", "melanoma"], 8, 0)
-    assert ham.kind == "ham10000" and (tmp_path / "prep" / "train_data.csv").is_file()
-    with pytest.raises(CalibrationDataError, match="not a folder"):
-        load_calibration(folder / "a" / "img_001.png", Preprocessing(size=32), ["a"], 4)
-
-
-# ---- isolation, atomic writes, manifest merge -----------------------------------------------
-
-def _broken_export(model: torch.nn.Module, example: tuple[torch.Tensor, ...], out_dir: Path,
-                   cfg: object) -> list[Artifact]:
-    with atomic_path(out_dir / "half_written.tflite") as tmp:
-        tmp.write_bytes(b"partial")
-        raise RuntimeError("converter crashed half way")
-
+# ---- failures, merging ----------------------------------------------------------------------
 
 def test_failure_is_isolated_and_leaves_no_files(
         ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    get_exporter("tflite")
-    monkeypatch.setitem(EXPORTERS, "tflite",
-                        ExporterSpec("tflite", _broken_export, ".tflite",
-                                     {"fp32": ("fp32",)}, ()))
+    from dataclasses import replace
+
+    from kd_core.io import atomic_path
+
+    def broken(model: object, example: object, out_dir: Path, cfg: object) -> list[object]:
+        with atomic_path(out_dir / "half_written.tflite") as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("converter crashed half way")
+
+    monkeypatch.setitem(exporters.EXPORTERS, "tflite",
+                        replace(get_exporter("tflite"), export=broken))
     out = tmp_path / "out"
     code = main([str(ckpt), "--out", str(out), "--formats", "tflite,onnx", "--precisions",
                  "fp32", "--jobs", "1"])
     text = capsys.readouterr().out
     assert code == 1
     assert "FAILED tflite fp32: RuntimeError: converter crashed half way" in text
-    assert "converter crashed half way" in text.split("last lines of the tflite log:")[1]
-    written = sorted(p.name for p in out.iterdir())
-    assert written == ["manifest.json", "tiny_mobilenet_onnx_fp32.onnx"]
-    assert leftovers(out) == []
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json",
+                                                     "tiny_mobilenet_onnx_fp32.onnx"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [a["name"] for a in manifest["artifacts"]] == ["tiny_mobilenet_onnx_fp32"]
     assert manifest["failures"] == [{"format": "tflite", "precision": "fp32",
                                      "error": "RuntimeError: converter crashed half way"}]
-    assert manifest["calibration"] is None
-    entry = manifest["artifacts"][0]
-    assert entry["sha256"] == sha256_file(out / entry["path"])
-    table = [line.split() for line in text.splitlines()]
-    assert ["format", "precision", "status", "MB", "seconds", "file", "/", "error"] in table
-    assert ["onnx", "fp32", "ok"] in [row[:3] for row in table]
-    assert ["tflite", "fp32", "FAILED", "-", "-"] in [row[:5] for row in table]
+    rows = [line.split()[:3] for line in text.splitlines()]
+    assert ["onnx", "fp32", "ok"] in rows and ["tflite", "fp32", "FAILED"] in rows
 
 
-def _fake_export(model: torch.nn.Module, example: tuple[torch.Tensor, ...], out_dir: Path,
-                 cfg: object) -> list[Artifact]:
-    from exporters.base import ExportSettings
+def test_merging_keeps_earlier_entries_and_says_what_changed(
+        ckpt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from exporters.run import ExportOptions, export_checkpoint
 
-    assert isinstance(cfg, ExportSettings)
-    path = out_dir / f"{cfg.arch}_fake_fp32.bin"
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
-    spec = io_spec("image", input_shape(cfg, "NCHW"), "float32", "NCHW")
-    return [Artifact(path.stem, path, "fake", "fp32", spec, io_spec("logits", [1, 2], "float32"))]
-
-
-def test_new_format_is_one_registration_and_manifest_merges(
-        ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(EXPORTERS, "fake",
-                        ExporterSpec("fake", _fake_export, ".bin", {"fp32": ("fp32",)}, ()))
     out = tmp_path / "out"
-    assert main([str(ckpt), "--out", str(out), "--formats", "fake", "--precisions", "fp32",
-                 "--jobs", "1"]) == 0
-    first = json.loads((out / "manifest.json").read_text())
-    assert [a["name"] for a in first["artifacts"]] == ["tiny_mobilenet_fake_fp32"]
-    # A later single-format run from the same checkpoint keeps the other format's entry.
-    assert main([str(ckpt), "--out", str(out), "--formats", "onnx", "--precisions", "fp32"]) == 0
-    second = json.loads((out / "manifest.json").read_text())
-    assert [a["name"] for a in second["artifacts"]] == ["tiny_mobilenet_fake_fp32",
-                                                        "tiny_mobilenet_onnx_fp32"]
-    (out / "tiny_mobilenet_fake_fp32.bin").write_bytes(b"changed")  # no longer what was listed
-    assert main([str(ckpt), "--out", str(out), "--formats", "onnx", "--precisions", "fp32"]) == 0
-    third = json.loads((out / "manifest.json").read_text())
-    assert [a["name"] for a in third["artifacts"]] == ["tiny_mobilenet_onnx_fp32"]
+    coreml = ExportOptions(formats=("coreml",), precisions=("fp32",), jobs=1)
+    export_checkpoint(ckpt, out, coreml)
+    onnx = ExportOptions(formats=("onnx",), precisions=("fp32",), jobs=1)
+    first = export_checkpoint(ckpt, out, onnx)
+    assert first.kept == ("tiny_mobilenet_coreml_fp16",) and first.replaced == ()
+    again = export_checkpoint(ckpt, out, onnx)
+    assert again.replaced == ("tiny_mobilenet_onnx_fp32",) and again.dropped == ()
+    names = [a["name"] for a in json.loads(again.manifest_path.read_text())["artifacts"]]
+    assert names == ["tiny_mobilenet_coreml_fp16", "tiny_mobilenet_onnx_fp32"]
+    (out / "tiny_mobilenet_onnx_fp32.onnx").write_bytes(b"changed")  # not what was listed
+    other = write_checkpoint(tmp_path / "other.pth", size=32, seed=3)
+    result = export_checkpoint(other, out, coreml)
+    assert set(result.dropped) == {"tiny_mobilenet_onnx_fp32 (exported from another checkpoint)"}
+    assert result.replaced == ("tiny_mobilenet_coreml_fp16",)
+    assert "no longer lists tiny_mobilenet_onnx_fp32" in caplog.text
 
 
 def test_worker_processes_isolate_a_dying_format(ckpt: Path, tmp_path: Path) -> None:
-    from exporters.all import load_settings
-    from exporters.parallel import Task, run_parallel, share_out
+    from exporters.job import load_settings
+    from exporters.parallel import Task, registering_modules, run_parallel, share_out
 
     groups = share_out(("tflite", "executorch", "coreml", "onnx"), 2)
     assert {frozenset(g) for g in groups} == {frozenset({"executorch", "coreml"}),
                                               frozenset({"tflite", "onnx"})}
-    _, cfg, _ = load_settings(ckpt, ("fp32",))
-    tasks = [Task(("onnx",), ckpt, cfg, tmp_path, False, 1),
-             Task(("coreml", "onnx"), tmp_path / "vanished.pth", cfg, tmp_path, False, 1)]
-    wanted = {"onnx": ["fp32"], "coreml": ["fp16"]}
-    outcomes = list(run_parallel(tasks, 2, wanted))
-    ok = [o for o in outcomes if o.artifacts]
-    assert [a.name for o in ok for a in o.artifacts] == ["tiny_mobilenet_onnx_fp32"]
+    assert registering_modules(("onnx",)) == ("exporters.onnx", "runtimes.onnx")
+    _, cfg = load_settings(ckpt, ("fp32",))
+    log = tmp_path / "worker.log"
+    tasks = [Task(("onnx",), ckpt, cfg, tmp_path, 1, None),
+             Task(("coreml", "onnx"), tmp_path / "vanished.pth", cfg, tmp_path, 1, log)]
+    results = list(run_parallel(tasks, 2))
+    ok = [r for r in results if r.artifacts]
+    assert [a.name for r in ok for a in r.artifacts] == ["tiny_mobilenet_onnx_fp32"]
     assert ok[0].artifacts[0].reference is None  # torch modules stay in the worker
-    died = [(o.fmt, o.failures[0].error) for o in outcomes if o.failures]
+    died = [(r.fmt, r.failures[0].error) for r in results if r.failures]
     # The dead worker fails the format it was on; the rest is retried in a fresh worker.
     assert died == [("coreml", "worker process died (exit code 1)"),
                     ("onnx", "worker process died (exit code 1)")]
+    assert "vanished.pth" in next(r.log_tail for r in results if r.failures)
     assert (tmp_path / "tiny_mobilenet_onnx_fp32.onnx").is_file()
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_is_one_line_and_leaves_the_folder_as_it_was(
+        ckpt: Path, exported: Path, tmp_path: Path, jobs: str) -> None:
+    import os
+    import shutil
+    import signal
+    import tempfile
+    import time
+
+    out = tmp_path / "out"
+    shutil.copytree(exported, out)
+    before = snapshot(out)
+    logs = set(Path(tempfile.gettempdir()).glob("edgekd-export-*"))
+    code = ("import sys; sys.path.insert(0, 'tests'); import exporters_sleepy; "
+            "from exporters.all import main; sys.exit(main(sys.argv[1:]))")
+    argv = [str(ckpt), "--out", str(out), "--formats", "sleepy_a,sleepy_b", "--precisions",
+            "fp32", "--jobs", jobs]
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob(".*.tmp"))) < int(jobs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(out.glob(".*.tmp")), "the export never started"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip() == "interrupted; rerun the same command to resume", err
+    assert snapshot(out) == before  # no temporary file, no staging folder, manifest intact
+    assert set(Path(tempfile.gettempdir()).glob("edgekd-export-*")) == logs  # no stray logs
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # a worker (or helper) process still alive?
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("worker processes outlived the interrupted export")

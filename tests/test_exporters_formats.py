@@ -1,9 +1,9 @@
-"""Every format on a tiny model: the artefact runs in its real runtime and matches torch, the
-manifest describes it exactly, the metadata is embedded, Core ML's spec is what Vision needs."""
+"""Every format on a tiny model: the artefact runs in its real runtime (``runtimes``) and matches
+torch, the manifest describes it exactly, the metadata is embedded, Core ML's spec is what
+Vision needs."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +14,16 @@ import pytest
 import torch
 from exporters_support import colour_labels, smooth_images, write_checkpoint, write_image_folder
 
-from exporters import Artifact
-from exporters.all import ExportResult, export_all, load_settings, main
+from exporters import get_exporter
+from exporters.all import main
+from exporters.base import Artifact
 from exporters.calibration_data import load_calibration
-from exporters.verify import reference_outputs
+from exporters.finish import reference_outputs
+from exporters.job import load_settings
+from exporters.run import ExportResult, export_model
 from kd_core.data.transforms import Preprocessing, normalize
 from kd_core.io import path_bytes, sha256_file
+from runtimes import load_runner
 
 SIZE = 32
 FP32_TOL = 1e-4
@@ -42,13 +46,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("export")
     ckpt = write_checkpoint(root / "tiny.pth", size=SIZE, steps=60)
     folder = write_image_folder(root / "calib", n=24, size=48, seed=5)
-    model, cfg, k = load_settings(ckpt)
-    calib = load_calibration(folder, cfg.preprocessing, cfg.labels, n=24, seed=3)
+    model, cfg = load_settings(ckpt)
+    calib = load_calibration(folder, cfg.preprocessing, cfg.labels, n=24, seed=3,
+                             allow_few=True)
     from dataclasses import replace
 
     cfg = replace(cfg, calibration=calib, precisions=("fp32", "int8", "w8a8"))
-    result = export_all(model, cfg, root / "out",
-                        ("tflite", "executorch", "coreml", "onnx"), num_classes=k)
+    result = export_model(model, cfg, root / "out", ("tflite", "executorch", "coreml", "onnx"))
     images = smooth_images(64, SIZE, seed=99)  # fresh images, not the calibration ones
     return {"ckpt": ckpt, "model": model, "result": result, "out": root / "out",
             "manifest": json.loads(result.manifest_path.read_text()),
@@ -60,12 +64,13 @@ def artefact(run: dict[str, Any], name: str) -> Artifact:
     return next(a for a in result.artifacts if a.name == f"tiny_mobilenet_{name}")
 
 
-def runtime(fmt: str) -> Any:
-    return importlib.import_module(f"exporters.{fmt}").run
+def predict(run: dict[str, Any], art: Artifact) -> np.ndarray:
+    """The artefact's logits on fresh images, through its runner in ``runtimes``."""
+    return load_runner(art.entry, run["out"]).predict(run["x"])
 
 
 def test_every_artefact_written_atomically(run: dict[str, Any]) -> None:
-    assert run["result"].failures == []
+    assert run["result"].ok, run["result"].failures
     assert {a["name"] for a in run["manifest"]["artifacts"]} == EXPECTED
     names = {p.name for p in run["out"].iterdir()}
     assert not [n for n in names if n.startswith(".")]  # no temporary files or folders left
@@ -75,7 +80,7 @@ def test_every_artefact_written_atomically(run: dict[str, Any]) -> None:
 @pytest.mark.parametrize("fmt", ["tflite", "executorch", "onnx"])
 def test_fp32_matches_torch(run: dict[str, Any], fmt: str) -> None:
     art = artefact(run, f"{fmt}_fp32")
-    got = runtime(fmt)(art.path, run["x"])
+    got = predict(run, art)
     want = reference_outputs(run["model"], run["x"])
     assert np.ptp(want) > 5  # decisive logits, so the check means something
     assert np.abs(got - want).max() <= FP32_TOL
@@ -85,7 +90,7 @@ def test_fp32_matches_torch(run: dict[str, Any], fmt: str) -> None:
 def test_int8_matches_fake_quantized_torch(run: dict[str, Any], fmt: str) -> None:
     art = artefact(run, f"{fmt}_int8")
     assert art.reference is not None
-    got = runtime(fmt)(art.path, run["x"])
+    got = predict(run, art)
     want = reference_outputs(art.reference, run["x"])  # PT2E's converted model
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
     assert np.abs(got - want).max() <= 0.05 * np.ptp(want)
@@ -93,7 +98,7 @@ def test_int8_matches_fake_quantized_torch(run: dict[str, Any], fmt: str) -> Non
 
 def test_onnx_int8_agrees_with_float(run: dict[str, Any]) -> None:
     art = artefact(run, "onnx_int8")
-    got = runtime("onnx")(art.path, run["x"])
+    got = predict(run, art)
     want = reference_outputs(run["model"], run["x"])
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
     truth = colour_labels(run["pixels"], 2)
@@ -139,14 +144,22 @@ def test_manifest_describes_each_artefact(run: dict[str, Any]) -> None:
         assert e["output"]["kind"] == ("probabilities" if e["format"] == "coreml" else "logits")
         quantized = e["precision"] in ("int8", "int8_float_io", "w8", "w8a8")
         assert ("quantization_recipe" in e) == quantized and ("graph_report" in e) == quantized
-        assert isinstance(e["verification"], dict)
+        assert e["calibrated"] is True and e["target_sensitivity"] == 0.95
+        runtime = e["verification"]["runtime"]
+        assert runtime.startswith("not run on this host") if e["format"] == "coreml" else (
+            e["verification"]["images"] == 8 and e["verification"]["top1_agreement"] >= 0.75)
     fp32 = [e for e in m["artifacts"] if e["precision"] == "fp32"]
     assert all(e["verification"]["max_abs_diff"] <= FP32_TOL for e in fp32)
+    recipes = {e["name"]: e.get("quantization_recipe") for e in m["artifacts"]}
+    assert recipes["tiny_mobilenet_tflite_int8"]["rewrites"] == list(
+        get_exporter("tflite").int8.rewrites)  # type: ignore[union-attr]
+    assert recipes["tiny_mobilenet_coreml_w8a8"]["quantizer"] == "executorch CoreMLQuantizer"
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "executorch", "coreml", "onnx"])
 def test_metadata_is_embedded(run: dict[str, Any], fmt: str) -> None:
-    read = importlib.import_module(f"exporters.{fmt}").read_metadata
+    read = get_exporter(fmt).read_metadata
+    assert read is not None
     for e in run["manifest"]["artifacts"]:
         if e["format"] != fmt:
             continue
@@ -187,8 +200,9 @@ def test_coreml_is_a_vision_image_classifier(run: dict[str, Any], precision: str
 
 
 def test_coreml_wrapper_is_the_eval_preprocessing_plus_temperature(run: dict[str, Any]) -> None:
-    wrapper = artefact(run, "coreml_fp16").reference
-    assert wrapper is not None
+    from exporters.coreml import image_classifier
+
+    wrapper = image_classifier(run["model"], Preprocessing(size=SIZE), 1.5)
     pixels = torch.from_numpy(run["pixels"][:8]).permute(0, 3, 1, 2).float() / 255.0
     with torch.no_grad():
         got = wrapper(pixels)
@@ -206,7 +220,8 @@ def test_other_architecture_and_class_count(tmp_path: Path) -> None:
     assert main([str(ckpt), "--out", str(out), "--formats", "coreml", "--precisions",
                  "int8"]) == 0
     assert main([str(ckpt), "--out", str(out), "--formats", "onnx", "--precisions", "int8",
-                 "--calib-data", str(folder), "--calib-samples", "8"]) == 0
+                 "--calib-data", str(folder), "--calib-samples", "8",
+                 "--allow-few-calib-images"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert len(m["labels"]) == 7 and m["source_checkpoint"]["num_classes"] == 7
     assert {a["name"].removeprefix("tiny_resnet_") for a in m["artifacts"]} == {

@@ -83,10 +83,11 @@ def test_stock_tflite_int8_splits_the_graph(model: nn.Module, tmp_path: Path) ->
     litert_torch = pytest.importorskip("litert_torch")
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from exporters.int8.quantize import PT2ERecipe, make_quantizer, quantize_with
+    from exporters import Int8Recipe
+    from exporters.int8.quantize import make_quantizer, quantize_with
 
     x = _smooth(1, 2)[0]
-    stock = make_quantizer("tflite", PT2ERecipe("litert", full_annotation=False))
+    stock = make_quantizer("tflite", Int8Recipe("litert", full_annotation=False))
     q = quantize_with(model, (x,), _smooth(4, 3), stock, fold_quantize=False)
     path = tmp_path / "stock.tflite"
     litert_torch.convert(q, (x,), quant_config=QuantConfig(pt2e_quantizer=stock)).export(str(path))
@@ -121,8 +122,10 @@ def onnx_files(model: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> di
     fp32 = out / "float_source.onnx"
     torch.onnx.export(prepare_float_model(model, "onnx", example_inputs=(x,)), (x,), str(fp32),
                       dynamo=True, input_names=["image"], output_names=["logits"])
-    recipe = quantize_onnx(fp32, out / "int8.onnx", [c.numpy() for c in _smooth(8, 3)], "image")
-    assert recipe["activations"].startswith("uint8") and recipe["calibration_batches"] == 8
+    done = quantize_onnx(fp32, out / "int8.onnx", [c.numpy() for c in _smooth(8, 3)], "image")
+    assert done["calibration_batches"] == 8
+    recipe = quantize_recipe("onnx")
+    assert recipe["activations"].startswith("uint8") and "decompose_hardswish" in recipe["rewrites"]
     return {"fp32": fp32, "int8": out / "int8.onnx"}
 
 
@@ -157,8 +160,9 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
     x = _smooth(1, 2)[0]
     ready = prepare_float_model(model, "executorch", example_inputs=(x,))
     quantized = quantize_pt2e(ready, (x,), _smooth(8, 3), "executorch")
-    program = to_edge_transform_and_lower(torch.export.export(quantized, (x,)),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    edge = to_edge_transform_and_lower(torch.export.export(quantized, (x,)),
+                                       partitioner=[XnnpackPartitioner()])
+    program = edge.to_executorch()
     import tempfile
 
     # The output's int8 step: XNNPACK and the reference may round a requantization differently.
@@ -167,7 +171,7 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tiny.pte"
         path.write_bytes(program.buffer)
-        report = graph_report(path, "executorch")
+        report = graph_report(path, "executorch", edge.exported_program().graph_module)
         method = Runtime.get().load_program(str(path)).load_method("forward")
         for xi in _smooth(4, 4):
             got = method.execute([xi])[0]
@@ -175,6 +179,7 @@ def test_executorch_int8_is_one_delegate_matching_fake_quant(model: nn.Module) -
                 want = quantized(xi)
             assert float((got - want).abs().max()) <= 1.01 * step, (step, got, want)
     assert report["delegate_partitions"] == 1 and report["undelegated_ops"] == 0
+    assert report["delegated_nodes"] > 0 and "float_ops" in report  # public + XNNPACK graph
     assert quantize_recipe("executorch")["float_depthwise_min_kernel"] == 5
 
 

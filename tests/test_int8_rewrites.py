@@ -19,6 +19,7 @@ from exporters.int8.annotate import (
 )
 from exporters.int8.rewrites import (
     EXACT_TOL,
+    RewriteError,
     apply_rewrites,
     max_abs_diff,
     prepare_float_model,
@@ -148,7 +149,7 @@ def test_fold_refuses_paths_that_do_not_end_in_weights() -> None:
         assert max_abs_diff(model, rewritten, (x,)) <= EXACT_TOL
 
 
-def test_untraceable_model_falls_back_to_exact_module_swap() -> None:
+def test_untraceable_model_fails_clearly_instead_of_a_partial_rewrite() -> None:
     class Branchy(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -163,12 +164,10 @@ def test_untraceable_model_falls_back_to_exact_module_swap() -> None:
             return self.sig(y)
 
     torch.manual_seed(0)
-    model = Branchy().eval()
-    rewritten = prepare_float_model(model, "tflite")
-    assert not isinstance(rewritten, fx.GraphModule)
-    assert not any(isinstance(m, nn.Hardswish | nn.Hardsigmoid) for m in rewritten.modules())
-    for x in _inputs((1, 3, 8, 8)):
-        assert max_abs_diff(model, rewritten, (x,)) <= EXACT_TOL
+    with pytest.raises(RewriteError, match="symbolic_trace, which failed on Branchy"):
+        prepare_float_model(Branchy().eval(), "tflite")
+    plain = prepare_float_model(Branchy().eval(), "coreml")  # no rewrites: nothing to trace
+    assert any(isinstance(m, nn.Hardswish) for m in plain.modules())
 
 
 def test_prepare_float_model_per_format_and_precision() -> None:
@@ -238,15 +237,14 @@ def test_shape_scalar_constants_is_exact_and_rank_matched() -> None:
 def test_redundant_clamp_and_requantize_removal_is_exact() -> None:
     """On a converted PT2E graph the clamp of a [0, 6]-ranged tensor and q(dq(t)) pairs go, and
     the fake-quantized outputs stay bit-identical."""
-    from exporters.int8.quantize import RECIPES, make_quantizer
+    from exporters.int8.quantize import make_quantizer
 
     pytest.importorskip("executorch")
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     model = apply_rewrites(_tiny(), ALL)
     xs = _inputs((1, 3, 64, 64), 4)
-    prepared = prepare_pt2e(_exported(model, xs[0]), make_quantizer("executorch",
-                                                                      RECIPES["executorch"]))
+    prepared = prepare_pt2e(_exported(model, xs[0]), make_quantizer("executorch"))
     for x in xs:
         prepared(x)
     converted = convert_pt2e(prepared)

@@ -2,7 +2,8 @@
 
 Preprocessing (kd_core.data.transforms): resized uint8 pixels exact, the float tensor within 1e-5,
 the int8 tensor exact. Decisions (docs/MANIFEST.md): softmax(logits / T) and p[pos] >= threshold
-equal to numpy's. The EKDT parity files agree with benchmarks/android/parity.py.
+equal to numpy's. The safetensors parity files agree with benchmarks/android/parity.py, and the
+app refuses the image kinds Python refuses.
 """
 
 from __future__ import annotations
@@ -176,25 +177,71 @@ def test_int8_output_decisions_match_python(classpath: str, tmp_path: Path) -> N
 @pytest.mark.parametrize(("dtype", "quant"), [("int8", (0.05, 3)), ("float32", None)])
 def test_parity_files_match_host_format(classpath: str, tmp_path: Path, dtype: str,
                                         quant: tuple[float, int] | None) -> None:
+    """Safetensors both ways: the host writes inputs with the `safetensors` package, the Kotlin
+    core (Safetensors.kt) reads them, runs a fake model and writes outputs the host reads."""
     parity = pytest.importorskip("benchmarks.android.parity")
     rng = np.random.default_rng(3)
     shape = (5, 4, 4, 3)
     x = rng.integers(-128, 128, shape) if dtype == "int8" else rng.normal(size=shape)
     x = x.astype(dtype)
-    src, dst = tmp_path / "inputs.bin", tmp_path / "logits.bin"
-    src.write_bytes(parity.encode_tensor_file(x, {"kind": "inputs", "layout": "NHWC",
-                                                  "quantization": None, "artifact": "fake"}))
+    src, dst = tmp_path / "inputs.safetensors", tmp_path / "outputs.safetensors"
+    parity.write_tensor_file(src, parity.INPUTS, x, {"kind": "inputs", "layout": "NHWC"})
     extra = ["--scale", str(quant[0]), "--zero-point", str(quant[1])] if quant else []
     ks.run_cli("parity", "--classes", "2", "--out-dtype", dtype, "--in-dtype", dtype,
                "--sample-shape", "4,4,3", *extra, str(src), str(dst))
-    out, header = parity.decode_tensor_file(dst.read_bytes(), str(dst))
+    out, meta = parity.read_tensor_file(dst, parity.OUTPUTS, str(dst))
     assert out.shape == (5, 2) and out.dtype == np.dtype(dtype)
     assert np.array_equal(out, x.reshape(5, -1)[:, :2])  # the fake model copies 2 elements
-    assert header["kind"] == "logits"
+    assert meta["kind"] == "logits" and meta["format"] == parity.FORMAT
     if quant:
-        assert header["quantization"] == {"scale": quant[0], "zero_point": quant[1]}
-        floats = parity.outputs_to_float(out, header, {})
-        assert np.allclose(floats, (out.astype(np.float32) - quant[1]) * quant[0])
+        assert (float(meta["scale"]), int(meta["zero_point"])) == quant
+        logits = parity.outputs_to_logits(out, meta, str(dst))
+        assert np.array_equal(logits, (out.astype(np.float64) - quant[1]) * quant[0])
+    else:
+        assert "scale" not in meta
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Every kind of file PIL writes that a phone decodes: RGB and the kinds load_rgb refuses."""
+    rng = np.random.default_rng(9)
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), "RGB")
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8), "L"))
+    made = {"RGB": rgb, "L": rgb.convert("L"), "P": rgb.convert("P"), "RGBA": rgba,
+            "LA": rgb.convert("LA"), "1": rgb.convert("1"), "CMYK": rgb.convert("CMYK"),
+            "I;16": rgb.convert("L").convert("I;16")}
+    files = []
+    for fmt, ext, modes in [("PNG", "png", ["RGB", "L", "P", "RGBA", "LA", "1", "I;16"]),
+                            ("JPEG", "jpg", ["RGB", "L", "CMYK"]),
+                            ("WEBP", "webp", ["RGB", "RGBA"]),
+                            ("GIF", "gif", ["RGB", "P"]),
+                            ("BMP", "bmp", ["RGB", "L", "P", "1"])]:
+        for mode in modes:
+            path = folder / f"{mode.replace(';', '_')}.{ext}"
+            made[mode].save(path, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+            files.append(path)
+    return files
+
+
+def test_image_kinds_are_refused_as_python_refuses(classpath: str, tmp_path: Path) -> None:
+    """The app refuses exactly the files kd_core.data.transforms.load_rgb refuses, and for the
+    kinds PNG, JPEG and WebP carry (greyscale, palette, CMYK, RGBA) with Python's words."""
+    from kd_core.data.transforms import ImageError
+
+    files = _image_files(tmp_path)
+    verdicts = ks.run_cli("image-kind", *map(str, files)).stdout.splitlines()
+    assert len(verdicts) == len(files)
+    for path, kotlin in zip(files, verdicts, strict=True):
+        try:
+            load_rgb(path)
+            python = "ok"
+        except ImageError as exc:
+            python = str(exc)
+        assert (kotlin == "ok") == (python == "ok"), (path.name, kotlin, python)
+        if path.suffix in (".png", ".jpg", ".webp"):
+            assert kotlin == python, path.name
+    refused = {p.name for p, v in zip(files, verdicts, strict=True) if v != "ok"}
+    assert {"L.png", "P.png", "RGBA.png", "CMYK.jpg", "L.jpg", "RGBA.webp"} <= refused
 
 
 def test_kotlin_version_matches_gradle() -> None:

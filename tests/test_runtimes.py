@@ -24,6 +24,7 @@ from exporters_support import smooth_images, write_checkpoint, write_image_folde
 import runtimes
 from kd_core.checkpoint import load_model
 from kd_core.data.transforms import Preprocessing, normalize
+from kd_core.deploy import ManifestEntry
 from runtimes import (
     Runner,
     RuntimeLoadError,
@@ -66,13 +67,26 @@ def entries(folder: Path) -> dict[str, dict[str, Any]]:
     return {a["format"] + "_" + a["precision"]: a for a in manifest["artifacts"]}
 
 
+def entry_dict(**over: Any) -> dict[str, Any]:
+    """A complete manifest entry (docs/MANIFEST.md) with ``over`` replacing fields."""
+    io = {"name": "image", "shape": [1, 3, 8, 8], "layout": "NCHW", "dtype": "float32",
+          "quantization": None}
+    return {"name": "m", "path": "m.bin", "format": "onnx", "precision": "fp32", "input": io,
+            "output": {"name": "logits", "shape": [1, 2], "dtype": "float32",
+                       "quantization": None, "kind": "logits"},
+            "labels": ["other", "melanoma"], "positive_index": 1, "temperature": 1.0,
+            "threshold": 0.5, "preprocessing": Preprocessing(size=8).to_dict(), **over}
+
+
 # ---- registry and interface -----------------------------------------------------------------
 
 
 def test_registry_lists_every_format_and_rejects_duplicates() -> None:
     assert list_runtimes()[:5] == ["torch", "onnx", "tflite", "executorch", "coreml"]
+    assert runtimes.get_runtime("tflite").label == "LiteRT interpreter"
+    assert runtimes.get_runtime("coreml").module == "runtimes.coreml"
     with pytest.raises(ValueError, match="registered twice"):
-        register_runtime("onnx")(Runner)
+        register_runtime("onnx", "ONNX Runtime")(Runner)
     with pytest.raises(KeyError, match="no runtime for format 'tensorrt'"):
         runtimes.get_runtime("tensorrt")
 
@@ -105,16 +119,17 @@ class NumpyRunner(Runner):
 
 
 def test_base_runner_applies_layout_and_quantization_rules(tmp_path: Path) -> None:
-    register_runtime("test_numpy")(NumpyRunner)
+    register_runtime("test_numpy", "numpy")(NumpyRunner)
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4 * 4 * 3, 2)) * 0.1
     np.save(tmp_path / "w.npy", w)
     qin: dict[str, Any] = {"scale": 0.02, "zero_point": -3}
     qout: dict[str, Any] = {"scale": 0.05, "zero_point": 2}
-    entry = {"name": "lin", "format": "test_numpy", "path": "w.npy",
-             "input": {"shape": [1, 4, 4, 3], "layout": "NHWC", "dtype": "int8",
-                       "quantization": qin},
-             "output": {"shape": [1, 2], "dtype": "int8", "quantization": qout, "kind": "logits"}}
+    entry = ManifestEntry.from_dict(entry_dict(
+        name="lin", format="test_numpy", path="w.npy",
+        input={"shape": [1, 4, 4, 3], "layout": "NHWC", "dtype": "int8", "quantization": qin},
+        output={"shape": [1, 2], "dtype": "int8", "quantization": qout, "kind": "logits"}),
+        "test")
     x = rng.standard_normal((5, 3, 4, 4)).astype(np.float32)
     runner = load_runner(entry, tmp_path, threads=1)
     got = runner.predict(x)
@@ -131,14 +146,14 @@ def test_base_runner_applies_layout_and_quantization_rules(tmp_path: Path) -> No
 
 
 def test_load_runner_errors_name_the_file(tmp_path: Path) -> None:
-    entry = {"name": "m", "format": "onnx", "path": "missing.onnx"}
+    entry = entry_dict(path="missing.onnx")
     with pytest.raises(RuntimeLoadError, match=r"missing\.onnx: artefact not found"):
         load_runner(entry, tmp_path)
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(RuntimeLoadError, match=r"bad\.onnx: ONNX Runtime cannot load it"):
-        load_runner({**entry, "path": "bad.onnx", "input": {"shape": [1, 3, 8, 8]}}, tmp_path)
-    with pytest.raises(RuntimeLoadError, match="lacks 'format'"):
-        load_runner({"name": "m", "path": "x"}, tmp_path)
+        load_runner({**entry, "path": "bad.onnx"}, tmp_path)
+    with pytest.raises(RuntimeLoadError, match="format must be a non-empty string"):
+        load_runner({k: v for k, v in entry.items() if k != "format"}, tmp_path)
     with pytest.raises(RuntimeLoadError, match="checkpoint not found"):
         checkpoint_entry(tmp_path / "nope.pth")
 
@@ -146,9 +161,9 @@ def test_load_runner_errors_name_the_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML predicts on macOS")
 def test_coreml_reports_needs_macos(tmp_path: Path) -> None:
     (tmp_path / "m.mlpackage").mkdir()
-    entry = {"name": "m_coreml_fp16", "format": "coreml", "path": "m.mlpackage",
-             "input": {"shape": [1, 3, 8, 8], "dtype": "image"},
-             "output": {"kind": "probabilities"}}
+    entry = entry_dict(name="m_coreml_fp16", format="coreml", path="m.mlpackage",
+                       input={"shape": [1, 3, 8, 8], "dtype": "image"},
+                       output={"shape": [2], "kind": "probabilities"})
     with pytest.raises(RuntimeUnavailable, match="needs macOS"):
         load_runner(entry, tmp_path)
 
@@ -158,7 +173,9 @@ def test_coreml_reports_needs_macos(tmp_path: Path) -> None:
 
 def test_torch_runner_matches_the_model(ckpt: Path, images: np.ndarray,
                                         torch_logits: np.ndarray) -> None:
-    runner = load_runner(checkpoint_entry(ckpt), ckpt.parent, threads=2)
+    entry = checkpoint_entry(ckpt)
+    assert entry.extra["arch"] == "tiny_mobilenet" and entry.decision.target_sensitivity == 0.95
+    runner = load_runner(entry, ckpt.parent, threads=2)
     np.testing.assert_allclose(runner.predict(images), torch_logits, atol=1e-5, rtol=0)
     assert runner.runtime.startswith("PyTorch")
 

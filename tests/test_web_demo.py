@@ -1,10 +1,12 @@
-"""The web demo end to end: the INT8 TFLite artefact with float32 I/O (exporters.int8.float_io),
-staging it for the page (exporters.web), and the page itself in headless Chromium running
-LiteRT.js against host LiteRT (benchmarks.browser), on a tiny model."""
+"""The web demo end to end: the INT8 TFLite artefact with float32 I/O (exporters.int8.float_io,
+finished by exporters.finish), syncing it into the page (exporters.sync_demos), and the page
+itself in headless Chromium running LiteRT.js against host LiteRT (benchmarks.browser), on a tiny
+model."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ from exporters_support import smooth_images, write_checkpoint, write_image_folde
 
 from exporters.tflite import read_metadata
 from kd_core.data.transforms import Preprocessing, normalize
-from kd_core.deploy import load_manifest
+from kd_core.deploy import GateVerdict, load_manifest, record_verdicts
 from kd_core.io import loads_json, sha256_file
+from runtimes import load_runner
 
 SIZE = 32
 NAME = "tiny_mobilenet_tflite_int8_float_io"
@@ -28,22 +31,23 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained model exported to TFLite INT8 (and so its float-I/O variant)."""
     import torch
 
-    from exporters.all import export_all, load_settings
     from exporters.calibration_data import load_calibration
+    from exporters.job import load_settings
+    from exporters.run import export_model
 
     root = tmp_path_factory.mktemp("web_export")
     ckpt = write_checkpoint(root / "tiny.pth", size=SIZE, steps=60)
     folder = write_image_folder(root / "calib", n=24, size=48, seed=5)
-    model, cfg, k = load_settings(ckpt, ("int8",))
+    model, cfg = load_settings(ckpt, ("int8",))
     cfg = replace(cfg, calibration=load_calibration(folder, cfg.preprocessing, cfg.labels, n=24,
-                                                    seed=3))
+                                                    seed=3, allow_few=True))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = export_all(model, cfg, root / "out", ("tflite",), num_classes=k)
+        result = export_model(model, cfg, root / "out", ("tflite",))
     finally:
         torch.set_num_threads(threads)
-    assert result.failures == []
+    assert result.ok, result.failures
     return root / "out"
 
 
@@ -78,8 +82,13 @@ def test_float_io_entry_describes_float_tensors(export: Path) -> None:
     assert meta is not None
     assert (meta["name"], meta["precision"], meta["input"]) == (NAME, web.precision, web.input)
     step = int8.output["quantization"]["scale"]
-    assert web.verification is not None
-    assert web.verification["vs_int8"]["max_abs_diff"] <= 4 * step
+    check = web.verification
+    assert check is not None and check["runtime"].startswith("LiteRT ")
+    assert int8.verification is not None and check["images"] == int8.verification["images"] > 0
+    # against the int8 artefact's torch reference, as close as the int8 artefact itself
+    assert abs(check["max_abs_diff"] - int8.verification["max_abs_diff"]) <= 4 * step
+    assert check["vs_int8"]["max_abs_diff"] <= 4 * step
+    assert web.graph_report is not None and "error" not in web.graph_report
 
 
 def test_float_io_is_the_int8_graph_with_quantize_and_dequantize(export: Path) -> None:
@@ -103,12 +112,10 @@ def test_float_io_is_the_int8_graph_with_quantize_and_dequantize(export: Path) -
 
 
 def test_float_io_runs_like_int8_in_host_litert(export: Path) -> None:
-    from runtimes import load_runner
-
     manifest = load_manifest(export)
     x = normalize(smooth_images(24, SIZE, seed=11), Preprocessing(size=SIZE))
-    int8 = load_runner(manifest.entry("tiny_mobilenet_tflite_int8").to_dict(), export).predict(x)
-    web = load_runner(manifest.entry(NAME).to_dict(), export).predict(x)
+    int8 = load_runner(manifest.entry("tiny_mobilenet_tflite_int8"), export).predict(x)
+    web = load_runner(manifest.entry(NAME), export).predict(x)
     step = manifest.entry("tiny_mobilenet_tflite_int8").output["quantization"]["scale"]
     assert np.ptp(int8) > 10 * step  # the model is decisive, so the comparison means something
     assert np.abs(web - int8).max() <= 4 * step
@@ -121,32 +128,29 @@ def test_float_io_refuses_a_model_without_int8_io(export: Path) -> None:
         to_float_io((export / f"{NAME}.tflite").read_bytes())
 
 
-def test_stage_copies_the_web_artefact_and_a_trimmed_manifest(export: Path,
-                                                              tmp_path: Path) -> None:
-    from exporters.web import main
+def test_sync_copies_the_gated_web_artefact_and_a_trimmed_manifest(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exporters.sync_demos import main
 
+    gated = shutil.copytree(export, tmp_path / "export")
     dest = tmp_path / "model"
-    assert main([str(export), "--dest", str(dest)]) == 0
+    web_only = [str(gated), "--no-android", "--no-ios", "--web", str(dest)]
+    assert main(web_only) == 2  # never benchmarked: refused
+    assert "gate status 'not run'" in capsys.readouterr().err and not dest.exists()
+    entry = load_manifest(gated).entry(NAME)
+    record_verdicts(gated, [GateVerdict(NAME, "pass", entry.sha256 or "", "2026-11-29T10:00:00",
+                                        "synth", "holdout", 64)])
+    assert main([*web_only, "--web-artifact", "tiny_mobilenet_tflite_int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "takes float32, int32, uint8 tensors" in err
+    assert main(web_only) == 0
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", f"{NAME}.tflite"]
     trimmed = load_manifest(dest)
-    (entry,) = trimmed.artifacts
-    assert entry.name == NAME and entry.path == f"{NAME}.tflite"
-    assert sha256_file(dest / entry.path) == entry.sha256
-    assert trimmed.extra["synced_from"] == {"dir": str(export), "artifact": NAME}
-
-
-def test_stage_refuses_int8_io_and_changed_files(export: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from exporters.web import main
-
-    dest = tmp_path / "model"
-    assert main([str(export), "--artifact", "tiny_mobilenet_tflite_int8", "--dest",
-                 str(dest)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "LiteRT.js takes float32, int32, uint8" in err
-    assert main([str(tmp_path / "nowhere"), "--dest", str(dest)]) == 2
-    assert "manifest not found" in capsys.readouterr().err
-    assert not dest.exists()
+    (synced,) = trimmed.artifacts
+    assert synced.name == NAME and synced.path == f"{NAME}.tflite"
+    assert sha256_file(dest / synced.path) == synced.sha256 == entry.sha256
+    assert synced.extra["gate"]["status"] == "pass"
+    assert trimmed.extra["synced_from"] == {"dir": str(gated), "artifact": NAME}
 
 
 def test_browser_cli_checks_its_input_first(export: Path, tmp_path: Path,
@@ -199,17 +203,18 @@ def test_page_shows_the_decision_and_the_notice(export: Path, tmp_path: Path) ->
     """A user's view after dropping, then picking, one image (a real HAM10000 image when
     present). The screenshot goes to build/web_demo/screenshot.png."""
     from benchmarks.chromium import PageSession, serve
-    from exporters.web import stage_web_demo
+    from exporters.sync_demos import Target, sync
 
     chromium, driver = ws.browser_or_skip()
     real = sorted((ws.ROOT.parent / "shared/data/ham10000/images").glob("ISIC_*.jpg"))[:1]
     image = real[0] if real else write_image_folder(tmp_path / "img", 1, size=120) / "b/img_000.jpg"
-    stage_web_demo(export, tmp_path / "model")
+    (synced,) = sync(export, [Target("web", tmp_path / "model")], allow_ungated=True)
+    assert synced.artifact == NAME and synced.gate == "not run"
     with serve(tmp_path / "model") as url, PageSession(url, chromium, driver, 120) as page:
         dropped = page.classify(image, drop=True)
         record = page.classify(image)
         texts = {k: page.text(k) for k in ("notice", "decision", "probability", "latency",
-                                          "model-dataset")}
+                                          "model-dataset", "model-gate")}
         page.screenshot(ws.ROOT / "build" / "web_demo" / "screenshot.png")
     assert dropped["logits"] == record["logits"] and dropped["file"] == record["file"]
     assert "not a medical device" in texts["notice"]
@@ -219,9 +224,9 @@ def test_page_shows_the_decision_and_the_notice(export: Path, tmp_path: Path) ->
     assert f"{record['positiveProbability']:.3f}" in texts["probability"]
     assert "at the shipped temperature 1.5" in texts["probability"]
     assert texts["latency"].startswith("Inference ") and " ms " in texts["latency"]
-    manifest = load_manifest(export)
-    dataset = manifest.entry(NAME).dataset or manifest.dataset or "not recorded in the manifest"
-    assert texts["model-dataset"] == dataset
+    (shown,) = load_manifest(tmp_path / "model").artifacts  # sync_demos fills in the dataset
+    assert shown.dataset and texts["model-dataset"] == shown.dataset
+    assert texts["model-gate"].startswith("NOT parity-checked (gate status: not run;")
 
 
 def test_browser_disagreement_is_a_failure() -> None:

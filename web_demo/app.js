@@ -38,7 +38,7 @@ function checkTensors(contract, model) {
   for (const [which, spec] of [['input', contract.input], ['output', contract.output]]) {
     if (!TENSOR_TYPES.includes(spec.dtype)) {
       throw new Error(`LiteRT.js takes ${TENSOR_TYPES.join(', ')} tensors; ${contract.name} has an ` +
-        `${spec.dtype} ${which}. Stage the int8_float_io artefact (python -m exporters.web).`);
+        `${spec.dtype} ${which}. Sync the int8_float_io artefact (python -m exporters.sync_demos).`);
     }
   }
   const [detail] = model.getInputDetails();
@@ -81,6 +81,10 @@ function showModel(contract, runtime, loadMs, warmupMs) {
   const { decision, preprocessing: prep } = contract;
   $('model-name').textContent = `${contract.name} (${contract.precision}, ${prep.size}×${prep.size} px)`;
   $('model-dataset').textContent = contract.dataset ?? 'not recorded in the manifest';
+  const gate = contract.gate;
+  $('model-gate').textContent = gate === null ? 'no gate record in the manifest'
+    : gate.status === 'pass' ? gate.detail : `NOT parity-checked (${gate.detail})`;
+  $('model-gate').className = gate?.status === 'pass' ? '' : 'warning';
   $('model-runtime').textContent = `${runtime}; loaded in ${loadMs.toFixed(0)} ms, first run ` +
     `${warmupMs.toFixed(1)} ms`;
   $('model-decision').textContent = decision.positiveIndex === null
@@ -190,7 +194,7 @@ function start() {
   window.edgekd = {
     ready: ready.then((app) => ({ name: app.contract.name, runtime: app.runtime,
       litertVersion: app.litertVersion, loadMs: app.loadMs, warmupMs: app.warmupMs,
-      userAgent: app.userAgent, dataset: app.contract.dataset })),
+      userAgent: app.userAgent, dataset: app.contract.dataset, gate: app.contract.gate })),
     result: (i) => (results[i] ? Promise.resolve(results[i])
       : new Promise((resolve) => waiting.set(i, resolve))),
   };

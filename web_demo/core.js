@@ -72,9 +72,18 @@ function readPreprocessing(p, where) {
   return { size: p.size, mean: p.mean, std: p.std, resize: p.resize };
 }
 
+/** The trimmed entry's parity-gate record, {status, detail}, or null when there is none. */
+function readGate(gate, where) {
+  if (gate === undefined || gate === null) return null;
+  need(typeof gate === 'object' && typeof gate.status === 'string', where,
+    'gate must be an object with a string status');
+  return { status: gate.status, detail: typeof gate.detail === 'string' ? gate.detail : '' };
+}
+
 /**
  * The contract of one artefact of a (trimmed) manifest: by name, else the only entry.
- * Returns {name, path, format, precision, dataset, preprocessing, input, output, decision}.
+ * Returns {name, path, format, precision, dataset, gate, preprocessing, input, output, decision};
+ * `gate` is the {status, detail} record exporters.sync_demos adds (null in an untrimmed manifest).
  */
 export function readContract(manifest, name = null) {
   need(manifest && manifest.manifest_version === 1, 'manifest',
@@ -97,6 +106,7 @@ export function readContract(manifest, name = null) {
   return {
     name: entry.name, path: entry.path, format: entry.format, precision: entry.precision,
     dataset: entry.dataset ?? manifest.dataset ?? null,
+    gate: readGate(entry.gate, where),
     preprocessing, decision,
     input: {
       layout, dtype: inp.dtype ?? 'float32', quant: readQuant(inp, `${where} input`),

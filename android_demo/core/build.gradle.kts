@@ -1,6 +1,9 @@
-// Pure Kotlin/JVM: manifest parsing, preprocessing, post-processing and the parity file format.
-// No Android imports, so the same sources compile with a plain kotlinc on CI (scripts/kotlin.sh,
-// tests/test_kotlin_core.py) and are held there to the Python preprocessing.
+// Pure Kotlin/JVM: manifest parsing, image checks, preprocessing, post-processing, screening
+// wording and the parity file format (safetensors). No Android imports, so the same sources compile
+// with a plain kotlinc on CI (scripts/kotlin.sh, tests/test_kotlin_core.py) and are held there to
+// the Python preprocessing. JSON is org.json: built into Android, so compile-only here (the app
+// uses the platform's); the tests run with Android's implementation from Maven (CI: Debian's
+// libandroid-json-java).
 import org.jetbrains.kotlin.gradle.dsl.JvmTarget
 
 plugins {
@@ -19,6 +22,8 @@ kotlin {
 }
 
 dependencies {
+    compileOnly(libs.android.json)
+    testImplementation(libs.android.json)
     testImplementation(kotlin("test"))
 }
 

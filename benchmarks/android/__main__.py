@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from benchmarks.android.adb import find_adb, read_device_info, select_device
-from benchmarks.android.parity import (
-    ParityConfig,
-    ParityError,
-    compare_logits,
-    run_device_parity,
-    score_logits,
-)
-from benchmarks.android.results import attach_accuracy, merge_results
-from benchmarks.android.run import (
-    AndroidBenchConfig,
-    AndroidRun,
-    BenchError,
-    load_artifacts,
-    run_android_benchmarks,
-)
+from benchmarks.android import parity
+from benchmarks.android.results import merge_results
+from benchmarks.android.run import AndroidBenchConfig, AndroidRun, run_android_benchmarks
 from benchmarks.inputs import thread_list
 from kd_core import cli
-from kd_core.io import atomic_path, check_output_dir, dumps_json, write_json
 
 DESCRIPTION = """\
 Time exported models on an Android phone over adb with the official tools (LiteRT benchmark_model
@@ -68,25 +50,6 @@ def bench_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parity_parser() -> argparse.ArgumentParser:
-    d = ParityConfig()
-    p = cli.parser(
-        "python -m benchmarks.android parity",
-        "Run preprocessed images through a model on the phone (the demo app's ParityTest), "
-        "pull the outputs back and score them on the host.")
-    _common(p)
-    p.add_argument("--artifact", metavar="NAME",
-                   help="artefact name from the manifest (default: the only .tflite one)")
-    p.add_argument("--inputs", required=True, metavar="X.npy",
-                   help="float32 N x 3 x H x W preprocessed images (kd_core preprocessing)")
-    p.add_argument("--labels", metavar="Y.npy", help="N class indices: adds AUC and decisions")
-    p.add_argument("--host-logits", metavar="H.npy", help="N x C host logits to compare with")
-    p.add_argument("--instrumentation", default=d.instrumentation, help="test package/runner")
-    p.add_argument("--device-outputs", default=d.device_outputs, metavar="PATH",
-                   help="where the app writes its outputs")
-    return p
-
-
 def print_run(run: AndroidRun) -> None:
     print(f"device: {run.device.describe()}  thermal: {run.device.thermal or 'n/a'}")
     for row in run.rows:
@@ -115,74 +78,13 @@ def bench_main(args: argparse.Namespace) -> int:
     return cli.EXIT_FAILED if run.errors else cli.EXIT_OK
 
 
-def _load_npy(path: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{path}: cannot read .npy ({exc})") from None
-
-
-def _pick_artifact(folder: str, name: str | None) -> dict[str, Any]:
-    entries = load_artifacts(folder)
-    if name:
-        hits = [e for e in entries if e.get("name") == name]
-        if not hits:
-            raise BenchError(f"{folder}: no artefact named {name!r} "
-                             f"(have: {', '.join(str(e.get('name')) for e in entries)})")
-        return hits[0]
-    tflite = [e for e in entries if e.get("format") == "tflite"]
-    if len(tflite) != 1:
-        raise BenchError(f"{folder}: {len(tflite)} .tflite artefacts; pick one with --artifact")
-    return tflite[0]
-
-
-def parity_main(args: argparse.Namespace) -> int:
-    if args.out:
-        check_output_dir(args.out, "--out")
-    artifact = _pick_artifact(args.artifacts, args.artifact)
-    x = _load_npy(args.inputs)
-    cfg = ParityConfig(instrumentation=args.instrumentation, device_outputs=args.device_outputs,
-                       timeout_s=args.timeout)
-    adb = select_device(find_adb(args.adb), args.serial, args.timeout)
-    device = read_device_info(adb).describe()
-    outputs = run_device_parity(adb, artifact, Path(args.artifacts) / artifact["path"], x, cfg)
-    kind = str((artifact.get("output") or {}).get("kind", "logits"))
-    common: dict[str, Any] = {"temperature": float(artifact.get("temperature", 1.0)),
-                              "positive_index": int(artifact.get("positive_index", 1)),
-                              "threshold": artifact.get("threshold")}
-    report: dict[str, Any] = {"artifact": artifact.get("name"), "device": device,
-                              "n": int(outputs.shape[0]), "output_kind": kind}
-    if args.labels:
-        report["accuracy"] = score_logits(outputs, _load_npy(args.labels), kind=kind, **common)
-    if args.host_logits:
-        report["vs_host"] = compare_logits(outputs, _load_npy(args.host_logits), **common)
-    print(dumps_json(report), end="")
-    if args.out:
-        out, name = Path(args.out), str(artifact.get("name"))
-        write_json(out / f"android_parity_{name}.json", report)
-        with atomic_path(out / f"android_outputs_{name}.npy") as tmp, tmp.open("wb") as fh:
-            np.save(fh, outputs)
-        if "accuracy" in report:
-            attach_accuracy(out, name, device, report["accuracy"])
-    return cli.EXIT_OK
-
-
-def _body(argv: list[str]) -> int:
-    """The subcommand; a ParityError that is not bad input means the phone step failed."""
-    try:
-        if argv[:1] == ["parity"]:
-            return parity_main(parity_parser().parse_args(argv[1:]))
-        return bench_main(bench_parser().parse_args(argv))
-    except ParityError as exc:
-        if isinstance(exc, cli.BadInput):
-            raise
-        raise cli.JobFailed(str(exc)) from None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["parity"]:  # its own CLI, with the same conventions
+        return parity.main(argv[1:])
+    args = bench_parser().parse_args(argv)
     cli.setup_logging()
-    return cli.run(lambda: _body(argv))
+    return cli.run(lambda: bench_main(args))
 
 
 if __name__ == "__main__":

@@ -4,23 +4,22 @@
 input feeds a QUANTIZE op whose output is the old int8 input, and a DEQUANTIZE op turns the old
 int8 output into a new float32 output. Both ops use the old tensors' scale and zero point, so every
 other op, weight and scale is untouched; the signature keeps its names and points at the new
-tensors. ``exporters/tflite.py`` writes the result as the ``int8_float_io`` artefact and
-``verify`` checks it through the LiteRT runner against the int8 artefact and its torch reference.
+tensors. ``exporters/tflite.py`` finishes the result as the ``int8_float_io`` artefact
+(``exporters.finish``: embedded entry, atomic write, verification through the LiteRT runner against
+the int8 artefact's torch reference, graph report), with ``versus_int8`` as its extra check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from exporters import Artifact
-from exporters.base import ExportError, ExportSettings
-from kd_core.deploy import compare_outputs
+from exporters.base import Artifact, ExportError, ExportSettings
+from kd_core.deploy import ManifestEntry, compare_outputs
 
-PRECISION = "int8_float_io"
 # Rounding x / scale at the QUANTIZE op may differ from the host's rule (round half to even in
 # float32) on exact ties, moving one input element by one step: the outputs then differ by a few
 # output steps at most. More than this means the surgery broke the graph.
@@ -106,38 +105,24 @@ def _operator(schema: Any, opcode: int, source: int, target: int) -> Any:
     return op
 
 
-RunFn = Callable[[Path, np.ndarray], np.ndarray]
+def versus_int8(entry: ManifestEntry, int8: Artifact, cfg: ExportSettings, staged: Path
+                ) -> dict[str, Any]:
+    """The float-I/O file at ``staged`` (described by ``entry``) against the ``int8`` artefact it
+    came from, both through the LiteRT runner on the same images (``Build.inspect``):
+    ``{"vs_int8": figures}``; ``ExportError`` if they are more than ``MAX_OUTPUT_STEPS`` output
+    steps apart."""
+    from exporters.finish import check_images
+    from runtimes import load_runner
 
-
-def litert_run(art: Artifact) -> RunFn:
-    """``run(path, images) -> logits`` through the LiteRT runner of ``runtimes``, with ``art``'s
-    I/O description as its manifest entry (the runner checks it against the file)."""
-
-    def run(path: Path, images: np.ndarray) -> np.ndarray:
-        from runtimes import load_runner
-
-        entry = {"name": art.name, "format": art.format, "path": path.name,
-                 "input": art.input, "output": art.output}
-        return load_runner(entry, path.parent).predict(images)
-
-    return run
-
-
-def verify(art: Artifact, path: Path, int8: Artifact, cfg: ExportSettings) -> dict[str, Any]:
-    """The export-time check of the float-I/O file at ``path``: against the torch reference (as
-    every INT8 artefact, recorded), and against the int8 artefact it came from on the same
-    images (``vs_int8``, enforced: at most ``MAX_OUTPUT_STEPS`` output steps apart)."""
-    from exporters.verify import check_images, verify_artifact
-
-    result = verify_artifact(art, path, litert_run(art), cfg)
+    name = entry.name
     images, _ = check_images(cfg)
-    got = litert_run(art)(path, images)
-    want = litert_run(int8)(int8.path, images)
+    got = load_runner(replace(entry, path=staged.name), staged.parent).predict(images)
+    want = load_runner(int8.entry, int8.path.parent).predict(images)
     versus: dict[str, Any] = dict(compare_outputs(got, want))
-    step = float((int8.output.get("quantization") or {}).get("scale", 0.0))
+    step = float((int8.entry.output.get("quantization") or {}).get("scale", 0.0))
     versus["output_steps"] = versus["max_abs_diff"] / step if step > 0 else None
     if versus["max_abs_diff"] > MAX_OUTPUT_STEPS * step:
-        raise ExportError(f"{art.name}: differs from {int8.name} on the same images "
+        raise ExportError(f"{name}: differs from {int8.name} on the same images "
                           f"(max |diff| {versus['max_abs_diff']:.3g}, output step {step:.3g}, "
                           f"top-1 agreement {versus['top1_agreement']:.3f})")
-    return {**result, "vs_int8": versus}
+    return {"vs_int8": versus}

@@ -14,18 +14,17 @@ from kd_core.io import atomic_path
 CALIBRATION = "MinMax"
 
 
-def onnx_recipe() -> dict[str, Any]:
+def onnx_recipe(rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
     """Static QDQ with uint8 activations and int8 weights (U8S8): x86's VNNI instructions
-    multiply u8 by s8, and ONNX Runtime fuses every conv into QLinearConv only in this mode."""
-    from exporters.int8.rewrites import rewrites_for
-
+    multiply u8 by s8, and ONNX Runtime fuses every conv into QLinearConv only in this mode.
+    ``rewrites``: the exact float rewrites applied before the fp32 export (the recipe's)."""
     return {
         "method": "onnxruntime_quantize_static",
         "format": "QDQ",
         "activations": "uint8 per-tensor asymmetric",
         "weights": "int8 per-channel symmetric",
         "calibration": CALIBRATION,
-        "rewrites": [*rewrites_for("onnx"), "reduce_mean_to_global_average_pool"],
+        "rewrites": [*rewrites, "reduce_mean_to_global_average_pool"],
     }
 
 
@@ -90,7 +89,8 @@ class _Reader:
 def quantize_onnx(
     fp32_path: Path, out_path: Path, calib_batches: Iterable[np.ndarray], input_name: str
 ) -> dict[str, Any]:
-    """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns the recipe dict."""
+    """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns what the run did
+    (calibration batches, graph rewrites) for the manifest's recipe (``onnx_recipe``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -122,7 +122,5 @@ def quantize_onnx(
             )
     if reader.count == 0:
         raise ValueError("quantize_onnx needs at least one calibration batch")
-    recipe = onnx_recipe()
-    recipe["calibration_batches"] = reader.count
-    recipe["graph_rewrites"] = {"reduce_mean_to_global_average_pool": pools}
-    return recipe
+    return {"calibration_batches": reader.count,
+            "graph_rewrites": {"reduce_mean_to_global_average_pool": pools}}

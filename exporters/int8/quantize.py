@@ -1,27 +1,28 @@
 """PT2E static INT8 per runtime: the quantizer, calibration and the recipe for the manifest.
 
-Per-runtime choices (measured on MobileNetV3-Small, see ``benchmarks/int8_speed.py``):
+Each format's recipe (``exporters.Int8Recipe``) lives on its registry entry, beside the
+measurements that chose it (``exporters/<format>.py``; ``benchmarks/int8_speed.py``):
 
 - tflite: litert-torch's quantizer plus ``exporters.int8.annotate`` (every conv/linear/add/mul
   annotated, ReLU/ReLU6 fused by placing the observer after them, rank-matched constants); the
-  float model has hardswish/hardsigmoid decomposed (``rewrites.REWRITES``). Result: no float op,
-  one XNNPACK partition.
+  float model has hardswish/hardsigmoid decomposed. Result: no float op, one XNNPACK partition.
 - executorch: XNNPACK's quantizer plus the same annotation; hardsigmoid folded into the
   squeeze-excite convs; hardswish kept (XNNPACK runs it int8 through a lookup table); depthwise
-  convs with 5x5 kernels stay float because ExecuTorch's XNNPACK int8 5x5 depthwise kernel is
-  slower than its fp32 one on x86 (measured per op with the XNNPACK profiler).
-- coreml: XNNPACK's stock quantizer (Core ML cannot be timed on Linux).
+  convs with 5x5 kernels stay float.
+- coreml: ExecuTorch's ``CoreMLQuantizer`` (int8 per-channel symmetric weights, uint8
+  activations), as Apple ships it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
+from exporters import Int8Recipe
 from exporters.int8.annotate import (
     annotate_fused,
     drop_hardswish_clamps,
@@ -30,31 +31,28 @@ from exporters.int8.annotate import (
     keep_depthwise_float,
     shape_scalar_constants,
 )
-from exporters.int8.rewrites import check_format, rewrites_for
+from exporters.int8.rewrites import recipe_for
+
+QUANTIZER_NAMES = {"litert": "litert_torch PT2EQuantizer", "xnnpack": "XNNPACKQuantizer",
+                   "coreml": "executorch CoreMLQuantizer"}
 
 
-@dataclass(frozen=True)
-class PT2ERecipe:
-    quantizer: str  # "litert" or "xnnpack"
-    full_annotation: bool = True  # exporters.int8.annotate on top of the stock quantizer
-    dynamic: bool = False  # dynamic activations (weights only static)
-    relu6_range_on_binary: bool = False  # add/mul + ReLU6 -> fixed [0, 6] range, clamp dropped
-    float_depthwise_min_kernel: int = 0  # 0: quantize every depthwise conv
-    fold_quantize: bool = True  # fold weight quantization into int8 constants
+def _coreml_quantizer() -> Any:
+    import coremltools as ct
+    from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+
+    config = ct.optimize.torch.quantization.LinearQuantizerConfig(
+        global_config=ct.optimize.torch.quantization.ModuleLinearQuantizerConfig(
+            quantization_scheme="symmetric", activation_dtype=torch.quint8,
+            weight_dtype=torch.qint8, weight_per_channel=True))
+    return CoreMLQuantizer(config)
 
 
-RECIPES: dict[str, PT2ERecipe] = {
-    "tflite": PT2ERecipe("litert", fold_quantize=False),
-    "executorch": PT2ERecipe("xnnpack", relu6_range_on_binary=True,
-                             float_depthwise_min_kernel=5),
-    "coreml": PT2ERecipe("xnnpack", full_annotation=False),
-}
-
-
-def make_quantizer(fmt: str, recipe: PT2ERecipe | None = None) -> Any:
-    """The PT2E quantizer for ``fmt`` (litert-torch's for TFLite, XNNPACK's otherwise)."""
-    check_format(fmt)
-    recipe = recipe or RECIPES[fmt]
+def make_quantizer(fmt: str, recipe: Int8Recipe | None = None) -> Any:
+    """The PT2E quantizer ``fmt``'s recipe names (litert-torch's, XNNPACK's or Core ML's)."""
+    recipe = recipe or recipe_for(fmt)
+    if recipe.quantizer == "coreml":
+        return _coreml_quantizer()
     if recipe.quantizer == "litert":
         from litert_torch.quantize.pt2e_quantizer import (
             PT2EQuantizer,
@@ -63,7 +61,7 @@ def make_quantizer(fmt: str, recipe: PT2ERecipe | None = None) -> Any:
 
         base: type = PT2EQuantizer
         config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=recipe.dynamic)
-    else:
+    elif recipe.quantizer == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
         )
@@ -73,11 +71,13 @@ def make_quantizer(fmt: str, recipe: PT2ERecipe | None = None) -> Any:
 
         base = XNNPACKQuantizer
         config = xnn_config(is_per_channel=True, is_dynamic=recipe.dynamic)
+    else:
+        raise ValueError(f"{fmt}: the {recipe.quantizer} recipe is not a PT2E quantizer")
     cls = _full_quantizer(base, recipe) if recipe.full_annotation else base
     return cls().set_global(config)
 
 
-def _full_quantizer(base: type, recipe: PT2ERecipe) -> type:
+def _full_quantizer(base: type, recipe: Int8Recipe) -> type:
     class FullInt8Quantizer(base):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             functionalize_inplace(model)
@@ -132,41 +132,40 @@ def quantize_pt2e(
     ``calib_batches`` (each a model input tensor). Pass the output of ``prepare_float_model``.
     Returns the converted model for the converter: ``litert_torch.convert(q, args,
     **tflite_convert_kwargs())`` or ``torch.export.export(q, args)``."""
-    check_format(fmt)
-    if fmt == "onnx":
-        raise ValueError("ONNX INT8 goes through quantize_onnx on the exported fp32 file")
-    recipe = RECIPES[fmt]
+    recipe = recipe_for(fmt)
+    if recipe.quantizer == "onnxruntime":
+        raise ValueError(f"{fmt} INT8 goes through quantize_onnx on the exported fp32 file")
     return quantize_with(model, example_inputs, calib_batches, make_quantizer(fmt, recipe),
                          fold_quantize=recipe.fold_quantize)
 
 
 def tflite_convert_kwargs(fmt: str = "tflite") -> dict[str, Any]:
     """Extra keyword arguments for ``litert_torch.convert`` of a ``quantize_pt2e`` model."""
-    check_format(fmt)
-    if fmt != "tflite":
+    if recipe_for(fmt).quantizer != "litert":
         return {}
     from litert_torch.quantize.quant_config import QuantConfig
 
-    return {"quant_config": QuantConfig(pt2e_quantizer=make_quantizer("tflite"))}
+    return {"quant_config": QuantConfig(pt2e_quantizer=make_quantizer(fmt))}
 
 
 def quantize_recipe(fmt: str) -> dict[str, Any]:
     """What the INT8 path of ``fmt`` does, for the manifest's ``quantization_recipe``."""
-    check_format(fmt)
-    if fmt == "onnx":
+    recipe = recipe_for(fmt)
+    if recipe.quantizer == "onnxruntime":
         from exporters.int8.onnx_quant import onnx_recipe
 
-        return onnx_recipe()
-    recipe = RECIPES[fmt]
-    name = {"litert": "litert_torch PT2EQuantizer", "xnnpack": "XNNPACKQuantizer"}
+        return onnx_recipe(recipe.rewrites)
+    coreml = recipe.quantizer == "coreml"
     out: dict[str, Any] = {
         "method": "pt2e_dynamic" if recipe.dynamic else "pt2e_static",
-        "quantizer": name[recipe.quantizer]
+        "quantizer": QUANTIZER_NAMES[recipe.quantizer]
         + (" + exporters.int8 annotation" if recipe.full_annotation else ""),
-        "activations": "float (dynamic)" if recipe.dynamic else "int8 per-tensor affine",
+        "activations": "float (dynamic)" if recipe.dynamic else (
+            "uint8 per-tensor symmetric" if coreml else "int8 per-tensor affine"),
         "weights": "int8 per-channel symmetric",
-        "calibration": "HistogramObserver (activations), MinMax per channel (weights)",
-        "rewrites": list(rewrites_for(fmt)),
+        "calibration": "moving-average MinMax (activations and per-channel weights)" if coreml
+        else "HistogramObserver (activations), MinMax per channel (weights)",
     }
-    out.update({k: v for k, v in asdict(recipe).items() if k != "quantizer"})
+    out.update({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(recipe).items()
+                if k != "quantizer"})
     return out

@@ -17,9 +17,10 @@ pair. The rewrites express them in ops every int8 backend has, exactly in float:
   input is >= 0, so the maxima are unchanged, and a zero pad (the activation's zero point) stays
   on TFLite's XNNPACK delegate where the -inf pad (PADV2 with -128) split the graph in two.
 
-The model is traced with ``torch.fx.symbolic_trace``; models that cannot be traced keep their
-structure and only get hardswish/hardsigmoid swapped for decomposed modules (no folding).
-Every rewrite is checked in float: ``check_exact`` compares outputs on random inputs.
+The model is traced with ``torch.fx.symbolic_trace``; a model that cannot be traced is an error
+(``RewriteError``), never a silent partial rewrite: the manifest lists the rewrites applied.
+Every rewrite is checked in float: ``prepare_float_model`` compares outputs on example inputs.
+Which rewrites a format gets is its INT8 recipe (``exporters.Int8Recipe.rewrites``).
 """
 
 from __future__ import annotations
@@ -32,20 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-FORMATS = ("tflite", "executorch", "onnx", "coreml")
-EXACT_TOL = 1e-5
+from exporters import Int8Recipe, get_exporter
 
-# Which rewrites each runtime gets for INT8, decided by measurement: TFLite's XNNPACK delegate
-# and ONNX Runtime have no int8 hardswish/hardsigmoid; ExecuTorch's XNNPACK runs hardswish int8
-# (its decomposed form was slower) but hardsigmoid only in float.
-REWRITES: dict[str, tuple[str, ...]] = {
-    "tflite": ("clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid",
-               "fold_scales", "zero_pad_maxpool"),
-    "onnx": ("clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid",
-             "fold_scales"),
-    "executorch": ("clamp_hardswish_input", "decompose_hardsigmoid", "fold_scales"),
-    "coreml": (),
-}
+EXACT_TOL = 1e-5
+REWRITES = ("clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid",
+            "fold_scales", "zero_pad_maxpool")
 
 _TRANSPARENT_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.ReLU, nn.Dropout,
                         nn.Flatten, nn.Identity)
@@ -54,14 +46,24 @@ _TRANSPARENT_FUNCTIONS = {torch.flatten, torch.reshape, F.relu, F.dropout, F.ada
 _TRANSPARENT_METHODS = {"flatten", "view", "reshape", "relu"}
 
 
-def check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+class RewriteError(ValueError):
+    """The rewrites could not be applied (an untraceable model) or were not exact."""
+
+
+def recipe_for(fmt: str) -> Int8Recipe:
+    """The INT8 recipe registered for ``fmt``; ValueError for a format without INT8."""
+    try:
+        recipe = get_exporter(fmt).int8
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    if recipe is None:
+        raise ValueError(f"format {fmt!r} registers no INT8 recipe")
+    return recipe
 
 
 def rewrites_for(fmt: str, precision: str = "int8") -> tuple[str, ...]:
-    check_format(fmt)
-    return REWRITES[fmt] if precision == "int8" else ()
+    recipe = recipe_for(fmt)
+    return recipe.rewrites if precision == "int8" else ()
 
 
 def prepare_float_model(
@@ -84,20 +86,22 @@ def prepare_float_model(
     if example_inputs is not None:
         diff = max_abs_diff(model.eval(), out, tuple(example_inputs))
         if diff > EXACT_TOL:
-            raise ValueError(f"rewrites {names} changed the float outputs by {diff:.3g}")
+            raise RewriteError(f"rewrites {names} changed the float outputs by {diff:.3g}")
     return out
 
 
 def apply_rewrites(model: nn.Module, names: Sequence[str]) -> nn.Module:
     """Apply the named rewrites to an eval-mode model (modified in place where it can)."""
-    unknown = set(names) - {"clamp_hardswish_input", "decompose_hardswish",
-                            "decompose_hardsigmoid", "fold_scales", "zero_pad_maxpool"}
+    unknown = set(names) - set(REWRITES)
     if unknown:
         raise ValueError(f"unknown rewrites: {sorted(unknown)}")
     try:
         gm = fx.symbolic_trace(model)
-    except Exception:
-        return _swap_modules(model, names)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise RewriteError(
+            f"the INT8 rewrites {', '.join(names)} need torch.fx.symbolic_trace, which failed "
+            f"on {type(model).__name__} ({type(exc).__name__}: {first})") from None
     if "clamp_hardswish_input" in names:
         clamp_hardswish_input(gm)
     if "decompose_hardsigmoid" in names:
@@ -117,33 +121,6 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: tuple[torch.Tensor, ...]) 
     """Largest absolute output difference of two models on ``example``."""
     with torch.no_grad():
         return float((a(*example) - b(*example)).abs().max())
-
-
-# --- module-level fallback ---------------------------------------------------------------------
-
-
-class DecomposedHardswish(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * F.hardtanh(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
-
-
-class DecomposedHardsigmoid(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardtanh(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
-
-
-def _swap_modules(model: nn.Module, names: Sequence[str]) -> nn.Module:
-    swap: dict[type[nn.Module], type[nn.Module]] = {}
-    if "decompose_hardswish" in names:
-        swap[nn.Hardswish] = DecomposedHardswish
-    if "decompose_hardsigmoid" in names:
-        swap[nn.Hardsigmoid] = DecomposedHardsigmoid
-    for parent in list(model.modules()):
-        for child_name, child in parent.named_children():
-            new = swap.get(type(child))
-            if new is not None:
-                setattr(parent, child_name, new())
-    return model
 
 
 # --- graph passes ------------------------------------------------------------------------------

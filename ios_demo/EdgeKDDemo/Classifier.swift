@@ -18,6 +18,11 @@ struct Classification {
 /// model's input by the manifest's resize rule (squash -> scaleFill, center_crop -> centerCrop).
 /// Vision's scaler is not the Python triangle filter, so pixels can differ slightly from
 /// kd_core.data.transforms; the Android app ports that filter exactly.
+///
+/// Loading is slow (compiling for the Neural Engine): DemoModel creates this off the main thread.
+/// At load the model's class labels and its embedded manifest entry (user-defined metadata
+/// `edgekd_manifest`, written by exporters/coreml.py) are checked against manifest.json, so a
+/// model synced from another export is refused instead of mislabelled.
 final class Classifier: @unchecked Sendable {
     let spec: ModelSpec
     private let model: VNCoreMLModel
@@ -34,8 +39,34 @@ final class Classifier: @unchecked Sendable {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = .all
         let mlModel = try MLModel(contentsOf: modelURL, configuration: configuration)
+        try Classifier.crossCheck(mlModel.modelDescription, spec)
         self.model = try VNCoreMLModel(for: mlModel)
         self.spec = spec
+    }
+
+    /// The model file and manifest.json must describe the same classifier and decision.
+    static func crossCheck(_ description: MLModelDescription, _ spec: ModelSpec) throws {
+        let labels = (description.classLabels as? [String]) ?? []
+        guard labels == spec.labels else {
+            throw ManifestError(message: "\(spec.path) has class labels \(labels), manifest.json says \(spec.labels): sync again")
+        }
+        let creator = description.metadata[MLModelMetadataKey.creatorDefinedKey] as? [String: String]
+        guard let text = creator?["edgekd_manifest"], let data = text.data(using: .utf8),
+              let embedded = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ManifestError(message: "\(spec.path) carries no edgekd_manifest metadata: export it with exporters.all")
+        }
+        var differs: [String] = []
+        if (embedded["labels"] as? [String]) != spec.labels { differs.append("labels") }
+        if (embedded["positive_index"] as? Int) != spec.positiveIndex { differs.append("positive_index") }
+        if (embedded["temperature"] as? Double) != spec.temperature { differs.append("temperature") }
+        if (embedded["threshold"] as? Double) != spec.threshold { differs.append("threshold") }
+        let prep = embedded["preprocessing"] as? [String: Any]
+        if (prep?["size"] as? Int) != spec.size || (prep?["resize"] as? String) != spec.resize {
+            differs.append("preprocessing")
+        }
+        guard differs.isEmpty else {
+            throw ManifestError(message: "\(spec.path) was exported with another \(differs.joined(separator: ", ")) than manifest.json says: sync the model and its manifest together")
+        }
     }
 
     /// Xcode copies Model/ flat into the bundle; look in Model/ too in case it keeps the folder.
@@ -55,9 +86,14 @@ final class Classifier: @unchecked Sendable {
         guard let observations = request.results as? [VNClassificationObservation], !observations.isEmpty else {
             throw ManifestError(message: "\(spec.name) returned no classifications: is it a Core ML classifier?")
         }
-        var probabilities = [Double](repeating: 0, count: spec.labels.count)
-        for o in observations {
-            if let i = spec.labels.firstIndex(of: o.identifier) { probabilities[i] = Double(o.confidence) }
+        // Every label must come back: a missing one is an error, never a silent probability 0.
+        var byLabel: [String: Double] = [:]
+        for o in observations { byLabel[o.identifier] = Double(o.confidence) }
+        let probabilities = try spec.labels.map { label -> Double in
+            guard let p = byLabel[label] else {
+                throw ManifestError(message: "\(spec.name) returned no probability for \"\(label)\" (it returned \(byLabel.keys.sorted()))")
+            }
+            return p
         }
         let p = probabilities[spec.positiveIndex]
         let positive = p >= spec.threshold

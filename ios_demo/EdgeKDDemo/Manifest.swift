@@ -83,6 +83,11 @@ struct ModelSpec {
     let positiveIndex: Int
     let temperature: Double
     let threshold: Double
+    let dataset: String     // the training data's name (exporters.sync_demos writes it)
+    let gateStatus: String  // "pass" or "not parity-checked" (shipped with --allow-ungated)
+    let gateDetail: String
+
+    var parityChecked: Bool { gateStatus == "pass" }
 
     static func read(_ data: Data, source: String = "manifest.json") throws -> ModelSpec {
         let json: Any
@@ -116,6 +121,10 @@ struct ModelSpec {
         let threshold = try a.number("threshold")
         let inputType = try a.obj("input").string("dtype")
         let outputKind = try a.obj("output").string("kind")
+        let dataset = try a.string("dataset")
+        let gate = try a.obj("gate")
+        let gateStatus = try gate.string("status")
+        let gateDetail = try gate.string("detail")
         let context = "artefact \(name)"
         guard inputType == "image" else {
             throw ManifestError(message: "\(context): input dtype \(inputType), expected image")
@@ -133,9 +142,13 @@ struct ModelSpec {
         guard (0.0...1.0).contains(threshold) else {
             throw ManifestError(message: "\(context): threshold outside [0, 1]")
         }
+        guard gateStatus == "pass" || gateStatus == "not parity-checked" else {
+            throw ManifestError(message: "\(context): gate status \(gateStatus); re-run python -m exporters.sync_demos")
+        }
         let spec = ModelSpec(
             name: name, path: path, precision: precision, size: size, resize: resize, labels: labels,
-            positiveIndex: positiveIndex, temperature: temperature, threshold: threshold
+            positiveIndex: positiveIndex, temperature: temperature, threshold: threshold,
+            dataset: dataset, gateStatus: gateStatus, gateDetail: gateDetail
         )
         return spec
     }

@@ -107,6 +107,10 @@ test('int8 outputs are dequantized; multi-class decides by argmax', () => {
 test('the contract reads the entry and names bad fields', () => {
   const c = readContract(manifest());
   assert.equal(c.dataset, 'HAM10000');
+  assert.equal(c.gate, null);
+  const gated = readContract(manifest({ gate: { status: 'pass', detail: 'parity gate passed', n: 3 } }));
+  assert.deepEqual(gated.gate, { status: 'pass', detail: 'parity gate passed' });
+  assert.throws(() => readContract(manifest({ gate: 'pass' })), /gate must be an object/);
   assert.deepEqual(c.input.shape, [1, 8, 8, 3]);
   assert.equal(c.decision.threshold, 0.3);
   assert.throws(() => readContract(manifest({ threshold: 1.5 })), /threshold must be a probability/);

@@ -14,12 +14,13 @@ import java.io.File
  * On-device parity, driven by benchmarks/android/parity.py (see docs/ANDROID_BENCHMARK.md):
  *
  *     adb shell am instrument -w -e class org.edgekd.demo.ParityTest \
- *         -e model /data/local/tmp/edgekd/m.tflite -e inputs /data/local/tmp/edgekd/inputs.bin \
- *         -e outputs /sdcard/Android/data/org.edgekd.demo/files/edgekd/logits.bin \
+ *         -e model /data/local/tmp/edgekd/m.tflite -e inputs /data/local/tmp/edgekd/inputs.safetensors \
+ *         -e outputs /sdcard/Android/data/org.edgekd.demo/files/edgekd/outputs.safetensors \
  *         org.edgekd.demo.test/androidx.test.runner.AndroidJUnitRunner
  *
- * `inputs` is an EKDT file of preprocessed (and, for int8 models, quantized) tensors; every sample
- * runs as one batch-1 call and the raw output tensors go to `outputs` as an EKDT file. Without
+ * `inputs` is a safetensors file of preprocessed (and, for int8 models, quantized) tensors; every
+ * sample runs as one batch-1 call and the raw output tensors go to `outputs` as a safetensors file
+ * (org.edgekd.core.ParityRunner, Safetensors). Without
  * `model` the app's bundled model runs. `threads` (default 1) sets the interpreter's threads.
  * Without `inputs` the test is skipped, so `./gradlew connectedAndroidTest` passes on its own.
  */
@@ -33,7 +34,7 @@ class ParityTest {
         val inputs: String = inputsArg!!
         val context = InstrumentationRegistry.getInstrumentation().targetContext
         val appFiles = checkNotNull(context.getExternalFilesDir(null)) { "no external files dir" }
-        val outputs = File(args.getString("outputs") ?: File(appFiles, "edgekd/logits.bin").path)
+        val outputs = File(args.getString("outputs") ?: File(appFiles, "edgekd/outputs.safetensors").path)
         val threads = args.getString("threads")?.toInt() ?: 1
         val model = args.getString("model")?.let { Classifier.mapFile(File(it)) } ?: run {
             val manifest = context.assets.open(Classifier.MANIFEST_ASSET).bufferedReader().use { it.readText() }

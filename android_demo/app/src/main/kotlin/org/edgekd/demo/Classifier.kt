@@ -6,9 +6,9 @@ import org.edgekd.core.ManifestException
 import org.edgekd.core.ManifestReader
 import org.edgekd.core.ModelSpec
 import org.edgekd.core.Pipeline
+import org.edgekd.core.PixelSource
 import org.edgekd.core.Prediction
 import org.edgekd.core.Quantization
-import org.edgekd.core.RgbImage
 import org.edgekd.core.TensorInfo
 import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
@@ -28,13 +28,20 @@ data class Classification(val prediction: Prediction, val preprocessMs: Double, 
  * The INT8 .tflite from assets, run with LiteRT's Interpreter. Everything else (manifest, resize,
  * normalize, quantize, dequantize, softmax, threshold) is org.edgekd.core, the pure-Kotlin module
  * that the CI holds to the Python preprocessing.
+ *
+ * LiteRT's Interpreter is not thread-safe, and closing it while it runs crashes: [classify] and
+ * [close] hold the same lock, so a close waits for a running classification, and a classification
+ * after close fails with a message instead of touching a freed interpreter.
  */
 class Classifier private constructor(val spec: ModelSpec, private val interpreter: Interpreter) : Closeable {
     private val pipeline = Pipeline(spec)
     private val output: ByteBuffer = ByteBuffer.allocateDirect(pipeline.outputBytes).order(ByteOrder.nativeOrder())
+    private var closed = false
 
-    /** Not thread-safe: call from one worker thread at a time. */
-    fun classify(image: RgbImage): Classification {
+    /** One image at a time (synchronized); reads the pixels row by row, never copying them whole. */
+    @Synchronized
+    fun classify(image: PixelSource): Classification {
+        check(!closed) { "the model was closed" }
         val t0 = SystemClock.elapsedRealtimeNanos()
         val input = pipeline.inputTensor(image)
         val t1 = SystemClock.elapsedRealtimeNanos()
@@ -44,7 +51,13 @@ class Classifier private constructor(val spec: ModelSpec, private val interprete
         return Classification(pipeline.predict(output), (t1 - t0) / 1e6, (t2 - t1) / 1e6)
     }
 
-    override fun close() = interpreter.close()
+    @Synchronized
+    override fun close() {
+        if (!closed) {
+            closed = true
+            interpreter.close()
+        }
+    }
 
     companion object {
         const val MANIFEST_ASSET = "manifest.json"

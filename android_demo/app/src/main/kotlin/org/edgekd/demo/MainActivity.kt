@@ -1,12 +1,13 @@
 package org.edgekd.demo
 
-import android.graphics.Bitmap
+import android.content.ActivityNotFoundException
 import android.os.Bundle
 import androidx.activity.ComponentActivity
 import androidx.activity.compose.rememberLauncherForActivityResult
 import androidx.activity.compose.setContent
 import androidx.activity.result.PickVisualMediaRequest
 import androidx.activity.result.contract.ActivityResultContracts
+import androidx.activity.viewModels
 import androidx.compose.foundation.Image
 import androidx.compose.foundation.layout.Arrangement
 import androidx.compose.foundation.layout.Column
@@ -26,152 +27,114 @@ import androidx.compose.material3.OutlinedButton
 import androidx.compose.material3.Surface
 import androidx.compose.material3.Text
 import androidx.compose.runtime.Composable
-import androidx.compose.runtime.DisposableEffect
-import androidx.compose.runtime.getValue
-import androidx.compose.runtime.mutableStateOf
-import androidx.compose.runtime.remember
-import androidx.compose.runtime.rememberCoroutineScope
-import androidx.compose.runtime.setValue
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.graphics.asImageBitmap
-import androidx.compose.ui.platform.LocalContext
 import androidx.compose.ui.res.stringResource
 import androidx.compose.ui.text.font.FontWeight
 import androidx.compose.ui.unit.dp
-import kotlinx.coroutines.Dispatchers
-import kotlinx.coroutines.launch
-import kotlinx.coroutines.withContext
+import org.edgekd.core.Screening
 import java.util.Locale
 
 class MainActivity : ComponentActivity() {
+    private val model: DemoViewModel by viewModels()
+
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContent {
             MaterialTheme {
-                Surface(Modifier.fillMaxSize()) { DemoScreen() }
+                Surface(Modifier.fillMaxSize()) { DemoScreen(model) }
             }
         }
     }
-}
-
-private sealed interface UiState {
-    data object Idle : UiState
-    data object Running : UiState
-    data class Done(val result: Classification) : UiState
-    data class Failed(val message: String) : UiState
 }
 
 @Composable
-fun DemoScreen() {
-    val context = LocalContext.current
-    val scope = rememberCoroutineScope()
-    // The classifier loads once, off the main thread, and closes with the screen.
-    var classifier by remember { mutableStateOf<Result<Classifier>?>(null) }
-    var photo by remember { mutableStateOf<Bitmap?>(null) }
-    var state by remember { mutableStateOf<UiState>(UiState.Idle) }
-
-    DisposableEffect(Unit) {
-        val job = scope.launch {
-            classifier = withContext(Dispatchers.Default) { runCatching { Classifier.load(context) } }
-        }
-        onDispose {
-            job.cancel()
-            classifier?.getOrNull()?.close()
-        }
-    }
-
-    // Decode, preprocess and run on a worker thread; update the screen on the main thread.
-    fun classifyPhoto(load: () -> Bitmap) {
-        val model = classifier?.getOrNull() ?: return
-        state = UiState.Running
-        scope.launch {
-            try {
-                val (bitmap, result) = withContext(Dispatchers.Default) {
-                    val bitmap = load()
-                    Pair(bitmap, model.classify(Images.toRgb(bitmap)))
-                }
-                photo = bitmap
-                state = UiState.Done(result)
-            } catch (e: Exception) {
-                state = UiState.Failed(e.message ?: e.toString())
-            }
-        }
-    }
-
+fun DemoScreen(vm: DemoViewModel) {
     val picker = rememberLauncherForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
-        if (uri != null) classifyPhoto { Images.decode(context.contentResolver, uri) }
+        if (uri != null) vm.classify(uri, "the picked photo")
     }
-    val camera = rememberLauncherForActivityResult(ActivityResultContracts.TakePicturePreview()) { bitmap ->
-        if (bitmap != null) classifyPhoto { bitmap }
+    // TakePicture: the camera app writes the full-resolution photo to our FileProvider file
+    // (TakePicturePreview would hand back a thumbnail).
+    val camera = rememberLauncherForActivityResult(ActivityResultContracts.TakePicture()) { saved ->
+        if (saved) vm.classify(vm.cameraUri(), "the camera photo")
     }
-
     Column(
         Modifier.fillMaxSize().safeDrawingPadding().verticalScroll(rememberScrollState()).padding(16.dp),
         verticalArrangement = Arrangement.spacedBy(12.dp),
     ) {
         Text(stringResource(R.string.app_name), style = MaterialTheme.typography.headlineSmall)
-        NoticeCard()
-        val ready = classifier?.isSuccess == true && state != UiState.Running
+        WarningCard(Screening.NOTICE)
+        val ready = vm.model is ModelState.Ready && vm.state != UiState.Running
         Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
             Button(
                 onClick = { picker.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly)) },
                 enabled = ready,
             ) { Text(stringResource(R.string.pick_photo)) }
-            OutlinedButton(onClick = { camera.launch(null) }, enabled = ready) {
-                Text(stringResource(R.string.take_photo))
-            }
+            OutlinedButton(
+                onClick = {
+                    try {
+                        camera.launch(vm.cameraUri())
+                    } catch (e: ActivityNotFoundException) {
+                        vm.failed("No camera app is installed")
+                    }
+                },
+                enabled = ready,
+            ) { Text(stringResource(R.string.take_photo)) }
         }
-        classifier?.exceptionOrNull()?.let { ErrorText("Model not loaded: ${it.message}") }
-        classifier?.getOrNull()?.let { ModelLine(it) }
-        photo?.let {
+        when (val m = vm.model) {
+            ModelState.Loading -> Text("Loading the model…")
+            is ModelState.Failed -> ErrorText("Model not loaded: ${m.message}")
+            is ModelState.Ready -> ModelLines(m.classifier)
+        }
+        vm.photo?.let {
             Image(
                 it.asImageBitmap(),
                 contentDescription = "selected photo",
                 modifier = Modifier.fillMaxWidth().heightIn(max = 320.dp),
             )
         }
-        when (val s = state) {
+        when (val s = vm.state) {
             UiState.Idle -> Text(stringResource(R.string.no_image))
             UiState.Running -> Text("Running…")
-            is UiState.Done -> classifier?.getOrNull()?.let { ResultCard(it, s.result) }
+            is UiState.Done -> (vm.model as? ModelState.Ready)?.let { ResultCard(it.classifier, s) }
             is UiState.Failed -> ErrorText(s.message)
         }
     }
 }
 
 @Composable
-private fun NoticeCard() {
+private fun WarningCard(text: String) {
     Card(colors = CardDefaults.cardColors(containerColor = MaterialTheme.colorScheme.errorContainer)) {
-        Text(
-            stringResource(R.string.notice),
-            Modifier.padding(12.dp),
-            color = MaterialTheme.colorScheme.onErrorContainer,
-            fontWeight = FontWeight.Bold,
-        )
+        Text(text, Modifier.padding(12.dp), color = MaterialTheme.colorScheme.onErrorContainer, fontWeight = FontWeight.Bold)
+    }
+}
+
+/** Which model, what it was trained on, and whether the parity gate passed it. */
+@Composable
+private fun ModelLines(model: Classifier) {
+    val s = model.spec
+    Text("Model: ${s.name} (${s.precision}, ${s.preprocessing.size} px, ${s.preprocessing.resize.id})",
+        style = MaterialTheme.typography.bodySmall)
+    Text(Screening.trainedOn(s), style = MaterialTheme.typography.bodySmall)
+    if (s.gate.parityChecked) {
+        Text(Screening.gate(s), style = MaterialTheme.typography.bodySmall)
+    } else {
+        WarningCard(Screening.gate(s))
     }
 }
 
 @Composable
-private fun ModelLine(model: Classifier) {
+private fun ResultCard(model: Classifier, done: UiState.Done) {
     val s = model.spec
-    Text("Model: ${s.name} (${s.precision}, ${s.preprocessing.size} px, ${s.preprocessing.resize.id})",
-        style = MaterialTheme.typography.bodySmall)
-}
-
-@Composable
-private fun ResultCard(model: Classifier, result: Classification) {
-    val s = model.spec
-    val p = result.prediction
-    val positiveLabel = s.labels[s.positiveIndex]
+    val p = done.result.prediction
     Card(Modifier.fillMaxWidth()) {
         Column(Modifier.padding(12.dp), verticalArrangement = Arrangement.spacedBy(4.dp)) {
-            Text("P($positiveLabel) = ${fmt(p.positiveProbability, 3)}", style = MaterialTheme.typography.titleLarge)
-            val verdict = if (p.positive) "at or above" else "below"
-            Text(
-                "Decision: ${p.label} ($verdict the threshold ${fmt(s.threshold, 3)})",
-                fontWeight = FontWeight.Bold,
-            )
-            Text("Inference: ${fmt(result.inferenceMs, 1)} ms  (preprocessing ${fmt(result.preprocessMs, 1)} ms)")
+            Text(Screening.headline(p), style = MaterialTheme.typography.titleLarge, fontWeight = FontWeight.Bold)
+            Text(Screening.score(s, p))
+            Text(Screening.advice(p), fontWeight = FontWeight.Bold)
+            if (done.sampleSize > 1) Text(Screening.reduced(done.sampleSize), style = MaterialTheme.typography.bodySmall)
+            Text("Inference: ${fmt(done.result.inferenceMs, 1)} ms  (preprocessing ${fmt(done.result.preprocessMs, 1)} ms)",
+                style = MaterialTheme.typography.bodySmall)
             Text("Temperature ${fmt(s.temperature, 2)}; probabilities ${p.probabilities.joinToString { fmt(it, 3) }}",
                 style = MaterialTheme.typography.bodySmall)
         }

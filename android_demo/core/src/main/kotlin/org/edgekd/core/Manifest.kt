@@ -1,16 +1,26 @@
 package org.edgekd.core
 
+import org.json.JSONArray
+import org.json.JSONException
+import org.json.JSONObject
+import org.json.JSONTokener
+
 /**
  * The part of `manifest.json` (docs/MANIFEST.md) that an app needs: one artefact entry, which repeats
- * preprocessing, labels, positive_index, temperature and threshold.
+ * preprocessing, labels, positive_index, temperature and threshold, plus what `exporters.sync_demos`
+ * adds for the app: the training data's name (`dataset`) and the parity gate's record (`gate`).
  *
- * Every field is read through the typed accessors of [Fields] (`string("…")`, `int("…")`, …);
+ * JSON is parsed by org.json (built into Android; Debian's libandroid-json-java on CI). Every field
+ * is read through the typed accessors of [Fields] (`string("…")`, `int("…")`, …);
  * tests/test_app_contract.py parses those calls out of this file and checks them against
- * android_demo/core/manifest_fields.json and against a manifest written by `exporters.all`.
+ * android_demo/core/manifest_fields.json and against the manifests the exporters write.
  */
 class ManifestException(message: String) : IllegalArgumentException(message)
 
 const val SUPPORTED_MANIFEST_VERSION = 1
+
+/** exporters.sync_demos writes this gate status for an artefact shipped with --allow-ungated. */
+const val NOT_PARITY_CHECKED = "not parity-checked"
 
 data class Quantization(val scale: Double, val zeroPoint: Int)
 
@@ -29,6 +39,11 @@ data class PreprocessingSpec(
     val interpolation: String,
 )
 
+/** The parity gate's record: status "pass" (with where and when it ran) or [NOT_PARITY_CHECKED]. */
+data class GateInfo(val status: String, val detail: String) {
+    val parityChecked: Boolean get() = status == "pass"
+}
+
 data class ModelSpec(
     val name: String,
     val path: String,
@@ -43,69 +58,89 @@ data class ModelSpec(
     val positiveIndex: Int,
     val temperature: Double,
     val threshold: Double,
+    val dataset: String,
+    val gate: GateInfo,
 ) {
     val numClasses: Int get() = labels.size
 }
 
 /** Typed, path-naming access to a JSON object. */
-class Fields(private val map: Map<String, Any?>, private val where: String) {
+class Fields(private val json: JSONObject, private val where: String) {
     private fun raw(key: String): Any? {
-        if (!map.containsKey(key)) throw ManifestException("$where lacks \"$key\"")
-        return map[key]
+        if (!json.has(key)) throw ManifestException("$where lacks \"$key\"")
+        val v = json.opt(key)
+        return if (v == null || v == JSONObject.NULL) null else v
     }
 
     private fun bad(key: String, want: String, got: Any?): Nothing {
         val kind = when (got) {
             null -> "null"
             is String -> "a string"
-            is Double -> "a number"
+            is Number -> "the number $got"
             is Boolean -> "a boolean"
-            is List<*> -> "an array"
-            is Map<*, *> -> "an object"
+            is JSONArray -> "an array"
+            is JSONObject -> "an object"
             else -> got::class.simpleName
         }
         throw ManifestException("$where.$key: expected $want, got $kind")
     }
 
+    private fun finite(key: String, v: Any?, want: String): Double {
+        val d = (v as? Number)?.toDouble() ?: bad(key, want, v)
+        if (!d.isFinite()) bad(key, want, v)
+        return d
+    }
+
+    private fun integer(key: String, v: Any?, want: String): Int {
+        val d = finite(key, v, want)
+        if (d != Math.rint(d) || Math.abs(d) > Int.MAX_VALUE) bad(key, want, v)
+        return d.toInt()
+    }
+
     fun string(key: String): String = raw(key) as? String ?: bad(key, "a string", raw(key))
 
-    fun number(key: String): Double = raw(key) as? Double ?: bad(key, "a number", raw(key))
+    fun number(key: String): Double = finite(key, raw(key), "a finite number")
 
-    fun int(key: String): Int {
-        val v = raw(key) as? Double ?: bad(key, "an integer", raw(key))
-        if (v != Math.rint(v) || Math.abs(v) > Int.MAX_VALUE) bad(key, "an integer", v)
-        return v.toInt()
-    }
+    fun int(key: String): Int = integer(key, raw(key), "an integer")
 
     fun obj(key: String): Fields = objOrNull(key) ?: bad(key, "an object", null)
 
     fun objOrNull(key: String): Fields? = when (val v = raw(key)) {
         null -> null
-        is Map<*, *> -> {
-            @Suppress("UNCHECKED_CAST")
-            Fields(v as Map<String, Any?>, "$where.$key")
-        }
+        is JSONObject -> Fields(v, "$where.$key")
         else -> bad(key, "an object or null", v)
     }
 
     fun objList(key: String): List<Fields> = list(key).mapIndexed { i, v ->
-        @Suppress("UNCHECKED_CAST")
-        (v as? Map<String, Any?>)?.let { Fields(it, "$where.$key[$i]") } ?: bad(key, "objects", v)
+        (v as? JSONObject)?.let { Fields(it, "$where.$key[$i]") } ?: bad(key, "an array of objects", v)
     }
 
     fun stringList(key: String): List<String> =
         list(key).map { it as? String ?: bad(key, "an array of strings", it) }
 
-    fun numberList(key: String): List<Double> =
-        list(key).map { it as? Double ?: bad(key, "an array of numbers", it) }
+    fun numberList(key: String): List<Double> = list(key).map { finite(key, it, "an array of finite numbers") }
 
-    fun intList(key: String): List<Int> = list(key).map {
-        val v = it as? Double ?: bad(key, "an array of integers", it)
-        if (v != Math.rint(v)) bad(key, "an array of integers", v)
-        v.toInt()
+    fun intList(key: String): List<Int> = list(key).map { integer(key, it, "an array of integers") }
+
+    private fun list(key: String): List<Any?> {
+        val a = raw(key) as? JSONArray ?: bad(key, "an array", raw(key))
+        return List(a.length()) { i -> a.opt(i).takeUnless { it == JSONObject.NULL } }
     }
 
-    private fun list(key: String): List<Any?> = raw(key) as? List<Any?> ?: bad(key, "an array", raw(key))
+    companion object {
+        /** Parse a whole JSON object (nothing but whitespace after it); errors name [source]. */
+        fun parse(text: String, source: String): Fields {
+            val tokener = JSONTokener(text)
+            val root = try {
+                tokener.nextValue()
+            } catch (e: JSONException) {
+                throw ManifestException("$source: invalid JSON (${e.message})")
+            }
+            if (root !is JSONObject) throw ManifestException("$source: not a JSON object")
+            if (tokener.nextClean() != '\u0000') throw ManifestException("$source: trailing characters after the JSON object")
+            return Fields(root, source)
+        }
+    }
 }
 
 object ManifestReader {
@@ -114,13 +149,7 @@ object ManifestReader {
      * [source] names the file in error messages.
      */
     fun read(text: String, format: String, name: String? = null, source: String = "manifest.json"): ModelSpec {
-        val root = try {
-            Json.parse(text)
-        } catch (e: JsonException) {
-            throw ManifestException("$source: ${e.message}")
-        }
-        @Suppress("UNCHECKED_CAST")
-        val top = Fields(root as? Map<String, Any?> ?: throw ManifestException("$source: not a JSON object"), source)
+        val top = Fields.parse(text, source)
         val version = top.int("manifest_version")
         if (version != SUPPORTED_MANIFEST_VERSION) {
             throw ManifestException("$source: manifest_version $version, this app reads $SUPPORTED_MANIFEST_VERSION")
@@ -134,6 +163,7 @@ object ManifestReader {
     private fun artifact(a: Fields): ModelSpec {
         val input = a.obj("input")
         val output = a.obj("output")
+        val gate = a.obj("gate")
         val spec = ModelSpec(
             name = a.string("name"),
             path = a.string("path"),
@@ -148,6 +178,8 @@ object ManifestReader {
             positiveIndex = a.int("positive_index"),
             temperature = a.number("temperature"),
             threshold = a.number("threshold"),
+            dataset = a.string("dataset"),
+            gate = GateInfo(gate.string("status"), gate.string("detail")),
         )
         validate(spec)
         return spec
@@ -190,6 +222,8 @@ object ManifestReader {
         check(s.positiveIndex in s.labels.indices, "positive_index ${s.positiveIndex} out of range")
         check(s.temperature > 0.0, "temperature must be positive")
         check(s.threshold in 0.0..1.0, "threshold must lie in [0, 1]")
+        check(s.dataset.isNotBlank(), "dataset must name the training data")
+        check(s.gate.status == "pass" || s.gate.status == NOT_PARITY_CHECKED, "gate status \"${s.gate.status}\"")
     }
 
     private val TENSOR_DTYPES = setOf("int8", "float32")

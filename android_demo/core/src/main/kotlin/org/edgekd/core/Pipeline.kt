@@ -13,15 +13,15 @@ class Pipeline(val spec: ModelSpec) {
     val outputBytes: Int = spec.output.shape.fold(1) { a, b -> a * b } * elementSize(spec.output.dtype)
 
     /** The model-ready pixels (size x size RGB), as in transforms.resize_uint8. */
-    fun resize(image: RgbImage): RgbImage =
+    fun resize(image: PixelSource): RgbImage =
         Resize.resizeUint8(image, spec.preprocessing.size, spec.preprocessing.resize)
 
     /** The normalized float tensor, as in transforms.normalize, in the model's layout. */
     fun normalize(resized: RgbImage): FloatArray =
         Normalize.normalize(resized, spec.preprocessing.mean, spec.preprocessing.std, spec.layout)
 
-    /** A direct buffer holding the input tensor for one image. */
-    fun inputTensor(image: RgbImage): ByteBuffer = tensorBuffer(normalize(resize(image)))
+    /** A direct buffer holding the input tensor for one image, read row by row. */
+    fun inputTensor(image: PixelSource): ByteBuffer = tensorBuffer(normalize(resize(image)))
 
     /** Float tensor -> the input's bytes (int8 quantized or float32). */
     fun tensorBuffer(x: FloatArray): ByteBuffer {

@@ -3,7 +3,8 @@ package org.edgekd.core
 /**
  * A port of kd_core/data/transforms.py (resize_uint8 + normalize) and of the int8 input
  * quantization of docs/MANIFEST.md. tests/test_kotlin_core.py holds it to the Python code: resized
- * pixels exact, float tensors within 1e-5 (in practice bit-equal), int8 tensors exact.
+ * pixels exact, float tensors within 1e-5 (in practice bit-equal), int8 tensors exact. No fused
+ * multiply-add anywhere: every sum is a separate multiply and add, as numpy computes it.
  */
 enum class ResizeRule(val id: String) {
     SQUASH("squash"),
@@ -25,14 +26,28 @@ enum class Layout {
     }
 }
 
-/** An 8-bit RGB image, rows top to bottom, pixels interleaved R, G, B (unsigned bytes). */
-class RgbImage(val width: Int, val height: Int, val pixels: ByteArray) {
+/**
+ * Pixels read one row at a time: a decoded photo is read where it lies (an Android Bitmap's
+ * buffer, a test array), never copied whole. [readRow] fills `out` with the row's 8-bit R, G, B
+ * values interleaved (3 x [width] bytes) and refuses a pixel that is not opaque.
+ */
+interface PixelSource {
+    val width: Int
+    val height: Int
+
+    fun readRow(y: Int, out: ByteArray)
+}
+
+/** An 8-bit RGB image in memory, rows top to bottom, pixels interleaved R, G, B (unsigned bytes). */
+class RgbImage(override val width: Int, override val height: Int, val pixels: ByteArray) : PixelSource {
     init {
         require(width > 0 && height > 0) { "empty image ${width}x$height" }
         require(pixels.size == width * height * 3) { "expected ${width * height * 3} bytes, got ${pixels.size}" }
     }
 
     operator fun get(y: Int, x: Int, c: Int): Int = pixels[(y * width + x) * 3 + c].toInt() and 0xFF
+
+    override fun readRow(y: Int, out: ByteArray) = System.arraycopy(pixels, y * width * 3, out, 0, width * 3)
 
     companion object {
         /** From packed 0xAARRGGBB ints (java.awt BufferedImage.getRGB); alpha is dropped. */
@@ -46,23 +61,45 @@ class RgbImage(val width: Int, val height: Int, val pixels: ByteArray) {
             }
             return RgbImage(width, height, out)
         }
+    }
+}
 
-        /** From RGBA bytes in memory order (Android Bitmap ARGB_8888 copyPixelsToBuffer). */
-        fun fromRgba(width: Int, height: Int, rgba: ByteArray): RgbImage {
-            require(rgba.size == width * height * 4) { "expected ${width * height * 4} RGBA bytes, got ${rgba.size}" }
-            val out = ByteArray(width * height * 3)
-            for (i in 0 until width * height) {
-                out[3 * i] = rgba[4 * i]
-                out[3 * i + 1] = rgba[4 * i + 1]
-                out[3 * i + 2] = rgba[4 * i + 2]
-            }
-            return RgbImage(width, height, out)
+/**
+ * RGBA bytes in memory order, [rowBytes] apart: what Android's Bitmap.copyPixelsToBuffer writes
+ * for an ARGB_8888 bitmap (raw decoded values: no colour-space conversion, as PIL's load_rgb).
+ * Read in place; a pixel whose alpha is not 255 is refused (the host would ignore its alpha).
+ */
+class RgbaBufferSource(
+    override val width: Int,
+    override val height: Int,
+    private val buffer: java.nio.ByteBuffer,
+    private val rowBytes: Int = width * 4,
+    private val source: String = "image",
+) : PixelSource {
+    private val row = ByteArray(width * 4)
+
+    init {
+        require(width > 0 && height > 0 && rowBytes >= width * 4) { "bad image geometry ${width}x$height, $rowBytes" }
+        require(buffer.capacity().toLong() >= rowBytes.toLong() * (height - 1) + width * 4) { "buffer too small" }
+    }
+
+    override fun readRow(y: Int, out: ByteArray) {
+        val b = buffer.duplicate()
+        b.position(y * rowBytes)
+        b.get(row)
+        for (x in 0 until width) {
+            if (row[4 * x + 3] != 0xFF.toByte()) throw ImageRefused("$source: image has transparent pixels; expected plain RGB")
+            out[3 * x] = row[4 * x]
+            out[3 * x + 1] = row[4 * x + 1]
+            out[3 * x + 2] = row[4 * x + 2]
         }
     }
 }
 
 /** One output sample of the triangle filter: input indices [lo, lo + weights.size). */
-class Taps(val lo: Int, val weights: DoubleArray)
+class Taps(val lo: Int, val weights: DoubleArray) {
+    val hi: Int get() = lo + weights.size
+}
 
 object Resize {
     /** Rows [first, first + count) of transforms._aa_weights(inSize, outSize), nonzero span only. */
@@ -90,105 +127,54 @@ object Resize {
     }
 
     /**
-     * How a pass sums its taps. transforms.resize_uint8 sums them left to right as
-     * acc = acc + w * x, each step rounded twice: [SEPARATE], the default. [FUSED]
-     * (acc = fma(x, w, acc)) is kept for comparison with BLAS-based resizers.
+     * transforms.resize_uint8, streamed: each input row the crop needs is read once, filtered
+     * horizontally (float64, taps summed left to right as acc = acc + x * w), and added into the
+     * output rows whose vertical taps cover it, in ascending input order (acc = acc + w * h):
+     * exactly the Python sums, in the same order, without holding the image or its horizontal pass.
+     * Memory: one input row and size x size x 3 accumulators, whatever the photo's size.
      */
-    enum class Accumulation { FUSED, SEPARATE }
-
-    val DEFAULT_ACCUMULATION = Accumulation.SEPARATE
-
-    /** transforms.resize_uint8: horizontal pass, vertical pass (float64), round half up, clip. */
-    fun resizeUint8(
-        image: RgbImage,
-        size: Int,
-        rule: ResizeRule,
-        accumulation: Accumulation = DEFAULT_ACCUMULATION,
-    ): RgbImage {
+    fun resizeUint8(image: PixelSource, size: Int, rule: ResizeRule): RgbImage {
         val h = image.height
         val w = image.width
         val (newH, newW) = resizedShape(h, w, size, rule)
         val wy = taps(h, newH, (newH - size) / 2, size)
         val wx = taps(w, newW, (newW - size) / 2, size)
-        val fused = accumulation == Accumulation.FUSED
-        val horiz = DoubleArray(h * size * 3) // [y][ox][c]
-        for (y in 0 until h) {
-            for (ox in 0 until size) {
-                val t = wx[ox]
-                for (c in 0 until 3) {
-                    var acc = 0.0
-                    for (k in t.weights.indices) {
-                        val x = image[y, t.lo + k, c].toDouble()
-                        acc = if (fused) Fma.fma(x, t.weights[k], acc) else acc + x * t.weights[k]
-                    }
-                    horiz[(y * size + ox) * 3 + c] = acc
+        val row = ByteArray(w * 3)
+        val horiz = DoubleArray(size * 3)
+        val acc = DoubleArray(size * size * 3)
+        var firstOpen = 0 // the first output row whose taps reach the current input row or beyond
+        for (y in wy[0].lo until wy[size - 1].hi) {
+            while (wy[firstOpen].hi <= y) firstOpen++
+            if (wy[firstOpen].lo > y) continue // a row no output row uses
+            image.readRow(y, row)
+            horizontal(row, wx, horiz)
+            var oy = firstOpen
+            while (oy < size && wy[oy].lo <= y) {
+                val t = wy[oy]
+                if (y < t.hi) {
+                    val wk = t.weights[y - t.lo]
+                    val base = oy * size * 3
+                    for (i in 0 until size * 3) acc[base + i] = acc[base + i] + wk * horiz[i]
                 }
+                oy++
             }
         }
-        val out = ByteArray(size * size * 3)
-        for (oy in 0 until size) {
-            val t = wy[oy]
-            for (ox in 0 until size) {
-                for (c in 0 until 3) {
-                    var acc = 0.0
-                    for (k in t.weights.indices) {
-                        val x = horiz[((t.lo + k) * size + ox) * 3 + c]
-                        acc = if (fused) Fma.fma(t.weights[k], x, acc) else acc + t.weights[k] * x
-                    }
-                    out[(oy * size + ox) * 3 + c] = Math.floor(acc + 0.5).coerceIn(0.0, 255.0).toInt().toByte()
-                }
-            }
-        }
+        val out = ByteArray(size * size * 3) { Math.floor(acc[it] + 0.5).coerceIn(0.0, 255.0).toInt().toByte() }
         return RgbImage(size, size, out)
     }
-}
 
-/**
- * Fused multiply-add, rounded once: java.lang.Math.fma where the platform has it (JVM 9+, Android
- * API 33+), otherwise an exact emulation in plain double arithmetic (Boldo and Melquiond,
- * "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd", 2008),
- * valid away from overflow and underflow, which pixel values and filter weights never reach.
- */
-object Fma {
-    private val native: Boolean = try {
-        Math.fma(2.0, 3.0, 1.0) == 7.0
-    } catch (e: LinkageError) {
-        false // NoSuchMethodError on Android before API 33
-    }
-
-    fun fma(a: Double, b: Double, c: Double): Double = if (native) Math.fma(a, b, c) else emulated(a, b, c)
-
-    fun emulated(a: Double, b: Double, c: Double): Double {
-        val ph = a * b
-        val pl = productError(a, b, ph) // a * b == ph + pl exactly
-        val sh = c + ph
-        val sl = sumError(c, ph, sh) // c + ph == sh + sl exactly
-        return sh + addRoundToOdd(sl, pl)
-    }
-
-    private const val SPLITTER = 134217729.0 // 2^27 + 1 (Veltkamp)
-
-    private fun productError(a: Double, b: Double, p: Double): Double {
-        val ta = SPLITTER * a
-        val ahi = ta - (ta - a)
-        val alo = a - ahi
-        val tb = SPLITTER * b
-        val bhi = tb - (tb - b)
-        val blo = b - bhi
-        return ((ahi * bhi - p) + ahi * blo + alo * bhi) + alo * blo
-    }
-
-    private fun sumError(a: Double, b: Double, s: Double): Double {
-        val bb = s - a
-        return (a - (s - bb)) + (b - bb)
-    }
-
-    /** x + y rounded to odd: if inexact, the neighbour of the exact sum with an odd last bit. */
-    private fun addRoundToOdd(x: Double, y: Double): Double {
-        val s = x + y
-        val e = sumError(x, y, s)
-        if (e == 0.0 || (java.lang.Double.doubleToRawLongBits(s) and 1L) == 1L) return s
-        return if (e > 0.0) Math.nextUp(s) else Math.nextDown(s)
+    private fun horizontal(row: ByteArray, wx: Array<Taps>, out: DoubleArray) {
+        for (ox in wx.indices) {
+            val t = wx[ox]
+            for (c in 0 until 3) {
+                var acc = 0.0
+                for (k in t.weights.indices) {
+                    val x = (row[(t.lo + k) * 3 + c].toInt() and 0xFF).toDouble()
+                    acc = acc + x * t.weights[k]
+                }
+                out[ox * 3 + c] = acc
+            }
+        }
     }
 }
 

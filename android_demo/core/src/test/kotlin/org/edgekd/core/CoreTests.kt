@@ -1,5 +1,6 @@
 package org.edgekd.core
 
+import java.lang.management.ManagementFactory
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import kotlin.test.assertContentEquals
@@ -9,60 +10,49 @@ import kotlin.test.assertFalse
 import kotlin.test.assertTrue
 
 /**
- * Unit tests of the core module that need nothing but the Kotlin standard library and kotlin-test.
- * (Parity with the Python code is checked from Python: tests/test_kotlin_core.py.)
+ * Unit tests of the core module that need nothing but the Kotlin standard library, kotlin-test and
+ * org.json. (Parity with the Python code is checked from Python: tests/test_kotlin_core.py.)
  * Run by [TestMain] here and by `./gradlew :core:check` in the Android project.
  */
 object CoreTests {
     val all: List<Pair<String, () -> Unit>> = listOf(
-        "json parses nested values" to ::jsonParses,
-        "json rejects bad input" to ::jsonRejects,
         "manifest reads the tflite artefact" to ::manifestReads,
         "manifest errors name the field" to ::manifestErrors,
+        "manifest rejects bad JSON and non-finite numbers" to ::manifestRejects,
         "numpy sum is pairwise" to ::numpySum,
-        "fma emulation equals Math.fma" to ::fmaEmulation,
-        "fused and separate sums differ only at rounding ties" to ::accumulations,
         "resize to the same size is the identity" to ::resizeIdentity,
         "resize keeps a flat image flat" to ::resizeFlat,
         "center crop takes the middle" to ::centerCrop,
+        "a 12-megapixel photo is resized in place" to ::twelveMegapixels,
+        "transparent pixels are refused" to ::transparentPixels,
+        "decode plan" to ::decodePlan,
+        "image kinds refuse what Python refuses" to ::imageKinds,
         "normalize layouts agree" to ::normalizeLayouts,
         "int8 quantization rounds half to even and clamps" to ::quantize,
         "softmax and the decision" to ::softmaxDecision,
         "pipeline int8 round trip" to ::pipelineInt8,
-        "EKDT round trip" to ::ekdtRoundTrip,
+        "screening wording" to ::screeningWording,
+        "safetensors round trip" to ::safetensorsRoundTrip,
         "parity runner runs each sample" to ::parityRunner,
     )
 
     const val SAMPLE_MANIFEST = """{
       "manifest_version": 1, "created_by": "edgekd test", "labels": ["other", "melanoma"],
-      "positive_index": 1, "temperature": 1.5, "threshold": 0.25,
+      "positive_index": 1, "temperature": 1.5, "threshold": 0.25, "dataset": "HAM10000",
       "artifacts": [
         {"name": "m_onnx_fp32", "path": "m.onnx", "format": "onnx", "precision": "fp32"},
         {"name": "m_tflite_int8", "path": "m_tflite_int8.tflite", "format": "tflite", "precision": "int8",
-         "bytes": 1000, "sha256": "00",
+         "bytes": 1000, "sha256": "00", "dataset": "HAM10000",
+         "gate": {"status": "pass", "detail": "parity gate passed on ham10000 (holdout, n=1495), 2026-11-29"},
          "input": {"name": "image", "shape": [1, 8, 8, 3], "layout": "NHWC", "dtype": "int8",
                    "quantization": {"scale": 0.0186, "zero_point": -14}},
          "output": {"name": "logits", "shape": [1, 2], "dtype": "int8",
                     "quantization": {"scale": 0.05, "zero_point": 3}, "kind": "logits"},
          "preprocessing": {"size": 8, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                            "resize": "center_crop", "interpolation": "bilinear_antialias"},
-         "labels": ["other", "melanoma"], "positive_index": 1, "temperature": 1.5, "threshold": 0.25,
-         "graph_report": {"ratio": NaN}}
+         "labels": ["other", "melanoma"], "positive_index": 1, "temperature": 1.5, "threshold": 0.25}
       ]
     }"""
-
-    private fun jsonParses() {
-        val v = Json.parse("""{"a": [1, -2.5e1, true, null, "x\"\u00e9\n"], "b": {}}""") as Map<*, *>
-        assertEquals(listOf(1.0, -25.0, true, null, "x\"\u00e9\n"), v["a"])
-        assertEquals(emptyMap<String, Any?>(), v["b"])
-        assertEquals(listOf(Double.NEGATIVE_INFINITY), Json.parse("[-Infinity]"))
-    }
-
-    private fun jsonRejects() {
-        for (bad in listOf("{", "[1,]", "{\"a\" 1}", "01", "1 2", "\"abc", "{'a': 1}", "tru")) {
-            assertFailsWith<JsonException>(bad) { Json.parse(bad) }
-        }
-    }
 
     private fun manifestReads() {
         val s = ManifestReader.read(SAMPLE_MANIFEST, "tflite")
@@ -73,6 +63,8 @@ object CoreTests {
         assertEquals(listOf("other", "melanoma"), s.labels)
         assertEquals(1.5, s.temperature)
         assertEquals(0.25, s.threshold)
+        assertEquals("HAM10000", s.dataset)
+        assertTrue(s.gate.parityChecked)
         assertFailsWith<ManifestException> { ManifestReader.read(SAMPLE_MANIFEST, "coreml") }
     }
 
@@ -87,6 +79,26 @@ object CoreTests {
         assertFailsWith<ManifestException> { ManifestReader.read(v2, "tflite") }
         val shape = SAMPLE_MANIFEST.replace("[1, 8, 8, 3]", "[1, 3, 8, 8]")
         assertFailsWith<ManifestException> { ManifestReader.read(shape, "tflite") }
+        val noGate = SAMPLE_MANIFEST.replace("\"gate\":", "\"gate_\":")
+        val e3 = assertFailsWith<ManifestException> { ManifestReader.read(noGate, "tflite") }
+        assertTrue("lacks \"gate\"" in e3.message!!, e3.message)
+        val ungated = SAMPLE_MANIFEST.replace("\"status\": \"pass\"", "\"status\": \"$NOT_PARITY_CHECKED\"")
+        assertFalse(ManifestReader.read(ungated, "tflite").gate.parityChecked)
+        val made = SAMPLE_MANIFEST.replace("\"status\": \"pass\"", "\"status\": \"fail\"")
+        assertFailsWith<ManifestException> { ManifestReader.read(made, "tflite") }
+    }
+
+    private fun manifestRejects() {
+        for (bad in listOf("{", "[1]", "{\"a\" 1}", "{} x", "\"abc")) {
+            assertFailsWith<ManifestException>(bad) { ManifestReader.read(bad, "tflite") }
+        }
+        for (value in listOf("NaN", "Infinity", "1e400")) {
+            val text = SAMPLE_MANIFEST.replace("\"threshold\": 0.25}", "\"threshold\": $value}")
+            val e = assertFailsWith<ManifestException>(value) { ManifestReader.read(text, "tflite") }
+            // org.json refuses non-finite numbers while parsing; the accessor checks them again.
+            val m = e.message!!
+            assertTrue("threshold: expected a finite number" in m || "Forbidden numeric value" in m, m)
+        }
     }
 
     private fun numpySum() {
@@ -96,37 +108,6 @@ object CoreTests {
         assertTrue(Math.abs(NumpySum.sum(a) - plain) < 1e-12)
         assertEquals(6.0, NumpySum.sum(doubleArrayOf(1.0, 2.0, 3.0)))
         assertEquals(0.0, NumpySum.sum(DoubleArray(0)))
-    }
-
-    private fun fmaEmulation() {
-        val r = java.util.Random(11)
-        val hard = listOf(
-            Triple(Math.scalb(1.0, -26), Math.scalb(1.0, -27), 1.0), // exact tie: to even
-            Triple(1.0 + Math.ulp(1.0), Math.scalb(1.0 + Math.ulp(1.0), -53), 1.0),
-            Triple(0.2433035714285694, 173.74330357142856, 0.7566964285714306 * 174.74330357142856),
-            Triple(0.1, 10.0, -1.0), Triple(3.0, 0.0, 5.5), Triple(-0.7, 0.3, 0.21),
-        )
-        for ((a, b, c) in hard) assertEquals(Math.fma(a, b, c), Fma.emulated(a, b, c), "fma($a, $b, $c)")
-        repeat(200_000) {
-            val pixel = Triple(r.nextDouble(), r.nextInt(256).toDouble(), r.nextDouble() * 255.0)
-            val wide = Triple(
-                Math.scalb(r.nextDouble() - 0.5, r.nextInt(80) - 40),
-                Math.scalb(r.nextDouble() - 0.5, r.nextInt(80) - 40),
-                Math.scalb(r.nextDouble() - 0.5, r.nextInt(80) - 40),
-            )
-            for ((a, b, c) in listOf(pixel, wide)) {
-                assertEquals(Math.fma(a, b, c), Fma.emulated(a, b, c), "fma($a, $b, $c)")
-            }
-        }
-    }
-
-    private fun accumulations() {
-        val img = randomImage(97, 131, 4)
-        val fused = Resize.resizeUint8(img, 224, ResizeRule.SQUASH, Resize.Accumulation.FUSED).pixels
-        val separate = Resize.resizeUint8(img, 224, ResizeRule.SQUASH, Resize.Accumulation.SEPARATE).pixels
-        val diff = fused.indices.count { fused[it] != separate[it] }
-        assertTrue(fused.indices.all { Math.abs((fused[it].toInt() and 0xFF) - (separate[it].toInt() and 0xFF)) <= 1 })
-        assertTrue(diff < fused.size / 1000, "$diff of ${fused.size} differ")
     }
 
     private fun randomImage(w: Int, h: Int, seed: Int): RgbImage {
@@ -159,6 +140,72 @@ object CoreTests {
         val img = RgbImage(w, 8, ByteArray(w * 8 * 3) { i -> if ((i / 3) % w in 4 until 12) 100 else 0 })
         val out = Resize.resizeUint8(img, 8, ResizeRule.CENTER_CROP)
         assertTrue(out.pixels.all { it.toInt() == 100 })
+    }
+
+    private fun allocatedBytes(): Long =
+        (ManagementFactory.getThreadMXBean() as com.sun.management.ThreadMXBean).getThreadAllocatedBytes(Thread.currentThread().id)
+
+    /**
+     * The app copies a decoded 4000 x 3000 photo once (Bitmap.copyPixelsToBuffer: full-resolution
+     * copy 2 beside the Bitmap) and the core reads it in place: preprocessing must allocate far less
+     * than one more full-resolution copy, and give the same tensor as the whole-image path.
+     */
+    private fun twelveMegapixels() {
+        val (w, h) = 4000 to 3000
+        val rgba = ByteBuffer.allocate(w * h * 4)
+        val r = java.util.Random(5)
+        val line = ByteArray(w * 4)
+        for (y in 0 until h) {
+            for (x in 0 until w) {
+                line[4 * x] = (x * 255 / w).toByte()
+                line[4 * x + 1] = (y * 255 / h).toByte()
+                line[4 * x + 2] = r.nextInt(256).toByte()
+                line[4 * x + 3] = 0xFF.toByte()
+            }
+            rgba.put(line)
+        }
+        val spec = ManifestReader.read(SAMPLE_MANIFEST.replace("\"size\": 8", "\"size\": 224")
+            .replace("[1, 8, 8, 3]", "[1, 224, 224, 3]"), "tflite")
+        val pipe = Pipeline(spec)
+        val before = allocatedBytes()
+        val tensor = pipe.inputTensor(RgbaBufferSource(w, h, rgba))
+        val used = allocatedBytes() - before
+        val fullCopy = w.toLong() * h * 4
+        assertTrue(used < fullCopy / 8, "preprocessing allocated $used bytes; one full-resolution copy is $fullCopy")
+        // The same pixels as one RgbImage (the whole-image path) give the same model input.
+        val rgb = ByteArray(w * h * 3)
+        for (i in 0 until w * h) for (c in 0 until 3) rgb[3 * i + c] = rgba.get(4 * i + c)
+        val whole = pipe.inputTensor(RgbImage(w, h, rgb))
+        assertEquals(whole, tensor)
+    }
+
+    private fun transparentPixels() {
+        val rgba = ByteBuffer.wrap(ByteArray(4 * 4 * 4) { if (it % 4 == 3 && it != 39) -1 else 9 })
+        val e = assertFailsWith<ImageRefused> {
+            Resize.resizeUint8(RgbaBufferSource(4, 4, rgba, source = "photo.png"), 4, ResizeRule.SQUASH)
+        }
+        assertEquals("photo.png: image has transparent pixels; expected plain RGB", e.message)
+    }
+
+    private fun decodePlan() {
+        assertEquals(1, DecodePlan.sampleSize(4000, 3000))
+        assertEquals(1, DecodePlan.sampleSize(4096, 4096))
+        assertEquals(2, DecodePlan.sampleSize(8160, 6144)) // 50 MP
+        assertEquals(4, DecodePlan.sampleSize(16384, 12288)) // 200 MP
+        assertEquals(Pair(2048, 1536), DecodePlan.displaySize(4000, 3000))
+        assertEquals(Pair(600, 400), DecodePlan.displaySize(600, 400))
+    }
+
+    private fun imageKinds() {
+        val png = byteArrayOf(-119, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 4, 8)
+        fun pngOf(colourType: Int) = (png + byteArrayOf(colourType.toByte(), 0, 0, 0)).inputStream()
+        assertEquals(ImageKind("PNG", "RGB"), ImageKinds.requireRgb(pngOf(2), "a.png"))
+        val grey = assertFailsWith<ImageRefused> { ImageKinds.requireRgb(pngOf(0), "a.png") }
+        assertEquals("a.png: image is greyscale (L), expected RGB", grey.message)
+        val rgba = assertFailsWith<ImageRefused> { ImageKinds.requireRgb(pngOf(6), "a.png") }
+        assertEquals("a.png: image is RGB with an alpha channel (RGBA), expected RGB", rgba.message)
+        assertFailsWith<ImageRefused> { ImageKinds.requireRgb("not an image".byteInputStream(), "x") }
+        assertFailsWith<ImageRefused> { ImageKinds.requireRgb(png.copyOf(14).inputStream(), "short.png") }
     }
 
     private fun normalizeLayouts() {
@@ -202,25 +249,51 @@ object CoreTests {
         assertEquals("melanoma", pred.label)
     }
 
-    private fun ekdtRoundTrip() {
+    private fun screeningWording() {
+        val spec = ManifestReader.read(SAMPLE_MANIFEST, "tflite")
+        val above = Prediction(listOf(0.7, 0.3), 0.3, true, "melanoma")
+        val below = Prediction(listOf(0.9, 0.1), 0.1, false, "other")
+        assertEquals("Above the model's referral threshold", Screening.headline(above))
+        assertTrue("see a clinician" in Screening.advice(above))
+        assertTrue(Screening.advice(below).startsWith("This does not rule out melanoma."))
+        assertEquals("Model score for melanoma: 0.300 (referral threshold 0.250)", Screening.score(spec, above))
+        assertEquals("Trained on: HAM10000", Screening.trainedOn(spec))
+        assertTrue(Screening.gate(spec).startsWith("Parity-checked: parity gate passed on ham10000"))
+        val ungated = spec.copy(gate = GateInfo(NOT_PARITY_CHECKED, "gate status: not run"))
+        assertEquals("NOT parity-checked: gate status: not run", Screening.gate(ungated))
+        assertTrue("not a medical device" in Screening.NOTICE)
+        for (text in listOf(Screening.headline(above), Screening.advice(above), Screening.advice(below))) {
+            assertFalse("Decision" in text || "diagnos" in text, text)
+        }
+    }
+
+    private fun safetensorsRoundTrip() {
         val data = ByteArray(2 * 3 * 4) { it.toByte() }
-        val file = Ekdt.encode(data, "float32", listOf(2, 3), mapOf("kind" to "logits", "layout" to null))
-        assertEquals(0, (file.size - data.size) % 16)
-        val t = Ekdt.decode(file)
+        val file = Safetensors.encode(listOf(NamedTensor("outputs", "float32", listOf(2, 3), data)), mapOf("kind" to "logits"))
+        val headerLength = ByteBuffer.wrap(file, 0, 8).order(ByteOrder.LITTLE_ENDIAN).long
+        assertEquals(0L, (8 + headerLength) % 8)
+        val back = Safetensors.decode(file)
+        val t = back.tensor("outputs", "f")
         assertEquals(listOf(2, 3), t.shape)
-        assertEquals("logits", t.header["kind"])
+        assertEquals("float32", t.dtype)
+        assertEquals(mapOf("kind" to "logits"), back.metadata)
         assertContentEquals(data.copyOfRange(12, 24), t.sample(1))
-        assertFailsWith<IllegalArgumentException> { Ekdt.decode(file.copyOf(file.size - 1)) }
+        assertFailsWith<IllegalArgumentException> { Safetensors.decode(file.copyOf(file.size - 1)) }
+        assertFailsWith<IllegalArgumentException> { Safetensors.decode(file + byteArrayOf(0)) }
+        assertFailsWith<IllegalArgumentException> { Safetensors.decode(ByteArray(4)) }
     }
 
     private fun parityRunner() {
-        val inputs = Ekdt.encode(ByteArray(3 * 4) { it.toByte() }, "int8", listOf(3, 4), mapOf("kind" to "inputs"))
+        val meta = mapOf("kind" to "inputs")
+        val inputs = Safetensors.encode(listOf(NamedTensor("inputs", "int8", listOf(3, 4), ByteArray(12) { it.toByte() })), meta)
         val runner = ParityRunner(TensorInfo("int8", listOf(1, 4), null), TensorInfo("int8", listOf(1, 2), Quantization(0.5, 1)))
-        val out = Ekdt.decode(runner.run(inputs, "inputs") { i, o -> o.put(i.get(3)).put(i.get(0)) })
-        assertEquals(listOf(3, 2), out.shape)
-        assertContentEquals(byteArrayOf(3, 0, 7, 4, 11, 8), out.data)
-        assertEquals(mapOf("scale" to 0.5, "zero_point" to 1.0), out.header["quantization"])
-        val wrong = Ekdt.encode(ByteArray(6), "int8", listOf(2, 3), mapOf())
+        val out = Safetensors.decode(runner.run(inputs, "inputs") { i, o -> o.put(i.get(3)).put(i.get(0)) })
+        val t = out.tensor("outputs", "out")
+        assertEquals(listOf(3, 2), t.shape)
+        assertContentEquals(byteArrayOf(3, 0, 7, 4, 11, 8), t.data)
+        assertEquals("0.5", out.metadata["scale"])
+        assertEquals("1", out.metadata["zero_point"])
+        val wrong = Safetensors.encode(listOf(NamedTensor("inputs", "int8", listOf(2, 3), ByteArray(6))), meta)
         assertFailsWith<IllegalArgumentException> { runner.run(wrong, "wrong") { _, _ -> } }
     }
 }

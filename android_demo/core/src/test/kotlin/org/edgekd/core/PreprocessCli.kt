@@ -1,5 +1,6 @@
 package org.edgekd.core
 
+import org.json.JSONObject
 import java.io.File
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -23,6 +24,9 @@ import kotlin.system.exitProcess
  *   parity --classes K --out-dtype int8|float32 [--scale S --zero-point Z] --in-dtype D
  *          --sample-shape a,b,c IN OUT
  *       runs ParityRunner with a fake model (output k = input element k) from IN to OUT
+ *       (safetensors files)
+ *   image-kind FILE...
+ *       one line per file: "ok" or the reason ImageKinds.requireRgb refuses it
  *   pipeline-input --manifest FILE --out DIR IMAGE...
  *       the app's input tensor for each image (Pipeline.inputTensor): DIR/<name>.in
  *   pipeline-output --manifest FILE RAW...
@@ -38,7 +42,8 @@ fun main(args: Array<String>) {
             "parity" -> parity(Opts(rest))
             "pipeline-input" -> pipelineInput(Opts(rest))
             "pipeline-output" -> pipelineOutput(Opts(rest))
-            else -> throw IllegalArgumentException("usage: preprocess|decide|manifest|parity|pipeline-input|pipeline-output ...")
+            "image-kind" -> imageKind(rest)
+            else -> throw IllegalArgumentException("usage: preprocess|decide|manifest|parity|pipeline-input|pipeline-output|image-kind ...")
         }
     } catch (e: IllegalArgumentException) {
         System.err.println("error: ${e.message}")
@@ -134,9 +139,10 @@ private fun manifest(o: Opts) {
             "interpolation" to p.interpolation,
         ),
         "labels" to s.labels, "positive_index" to s.positiveIndex,
-        "temperature" to s.temperature, "threshold" to s.threshold,
+        "temperature" to s.temperature, "threshold" to s.threshold, "dataset" to s.dataset,
+        "gate" to mapOf("status" to s.gate.status, "detail" to s.gate.detail),
     )
-    println(JsonWriter.write(out))
+    println(JSONObject(out as Map<*, *>).toString())
 }
 
 private fun parity(o: Opts) {
@@ -146,7 +152,7 @@ private fun parity(o: Opts) {
     val sampleShape = o.str("sample-shape").split(",").map { it.toInt() }
     val input = TensorInfo(o.str("in-dtype"), listOf(1) + sampleShape, null)
     val output = TensorInfo(outDtype, listOf(1, k), o.quant())
-    val item = Ekdt.DTYPE_SIZES.getValue(outDtype)
+    val item = Safetensors.SIZES.getValue(outDtype)
     val runner = ParityRunner(input, output)
     // The fake model copies the first k * itemsize input bytes to the output.
     val result = runner.run(File(inPath).readBytes(), inPath) { inBuf, outBuf ->
@@ -181,6 +187,18 @@ private fun pipelineOutput(o: Opts) {
             "file" to path, "probabilities" to p.probabilities,
             "positive_probability" to p.positiveProbability, "positive" to p.positive, "label" to p.label,
         )
-        println(JsonWriter.write(line))
+        println(JSONObject(line as Map<*, *>).toString())
+    }
+}
+
+private fun imageKind(paths: List<String>) {
+    for (path in paths) {
+        val verdict = try {
+            File(path).inputStream().use { ImageKinds.requireRgb(it, path) }
+            "ok"
+        } catch (e: ImageRefused) {
+            e.message
+        }
+        println(verdict)
     }
 }
