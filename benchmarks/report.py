@@ -6,7 +6,8 @@ Everything is derived from ``R/results.json`` (and ``R/predictions.npz`` for the
 same results give the same bytes. ``--update-readme`` replaces the text between
 ``<!-- deployment-metrics:start -->`` and ``<!-- deployment-metrics:end -->`` with the
 "Deployment metrics" table; a README without both markers is an error, nothing is created.
-Phone rows (``location: android``) merged in by ``benchmarks.android`` are shown too.
+Phone rows (``location: android``, merged in by ``benchmarks.android``) and the web demo's row
+(``location: browser``, merged in by ``benchmarks.browser``) are shown in the deployment table too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kd_core.cli import BadInput
 from kd_core.io import atomic_write_text
 
 START, END = "<!-- deployment-metrics:start -->", "<!-- deployment-metrics:end -->"
+DEVICE_LOCATIONS = ("android", "browser")  # on-device rows, after the host's
 
 
 class ReportError(BadInput):
@@ -99,14 +101,14 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def deployment_table(results: Mapping[str, Any]) -> str:
-    """The README's "Deployment metrics" table (host rows, then phone rows)."""
+    """The README's "Deployment metrics" table (host rows, then phone and browser rows)."""
     threads = host_threads(results)
     ref_auc, gate = student_auc(results), results.get("gate")
     head = ["Model", "Format", "Precision", "Runtime", "Device", "Size (MB)",
             f"Latency p50 (ms, {' / '.join(threads) or '-'} threads)", "ROC-AUC",
             "ΔROC-AUC vs float student", "ECE", "Gate"]
     body = []
-    for r in [*rows_of(results, "host"), *rows_of(results, "android")]:
+    for r in [r for loc in ("host", *DEVICE_LOCATIONS) for r in rows_of(results, loc)]:
         auc, acc = roc_auc(r), r.get("accuracy") or {}
         delta = None if auc is None or ref_auc is None else auc - ref_auc
         status = str(r.get("status", "ok"))
