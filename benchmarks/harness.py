@@ -116,8 +116,8 @@ def check_config(cfg: BenchConfig) -> None:
 
 
 def checkpoint_model(role: str, path: str) -> Model:
-    from benchmarks.compat import checkpoint_entry
     from runtimes import RuntimeLoadError
+    from runtimes.torch_eager import checkpoint_entry
 
     try:
         entry = checkpoint_entry(Path(path))
@@ -201,8 +201,7 @@ def student_labels(models: list[Model], split: Any, prepared: Path, name: str
 def run_model(model: Model, pixels: np.ndarray, threads: int) -> tuple[str, str, np.ndarray | None]:
     """(status, runtime name, logits) of one model on every image, in-process."""
     from benchmarks.accuracy import predict_all
-    from benchmarks.compat import load_runner, runtime_label
-    from runtimes import RuntimeUnavailable
+    from runtimes import RuntimeUnavailable, load_runner, runtime_label
 
     if model.problem is not None:
         return model.problem, runtime_label(model.entry.format), None

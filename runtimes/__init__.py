@@ -150,6 +150,14 @@ def get_runtime(fmt: str) -> RuntimeSpec:
     return RUNTIMES[fmt]
 
 
+def runtime_label(fmt: str) -> str:
+    """The human name of ``fmt``'s runtime (for a row whose artefact did not load)."""
+    try:
+        return get_runtime(fmt).label
+    except KeyError:
+        return f"no runtime for {fmt}"
+
+
 def load_runner(entry: ManifestEntry | Mapping[str, Any], root: Path, threads: int = 1
                 ) -> Runner:
     """Load the artefact a manifest entry describes (its ``path`` relative to ``root``). A
@@ -179,4 +187,5 @@ __all__ = [
     "list_runtimes",
     "load_runner",
     "register_runtime",
+    "runtime_label",
 ]
