@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install tools demo test test-fast lint format clean
+.PHONY: install tools web demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -21,10 +21,18 @@ $(STAMP): pyproject.toml constraints.txt
 tools:
 	@bash scripts/kotlin.sh >/dev/null || echo "note: kotlinc unavailable; Kotlin tests will skip"
 
+# LiteRT.js for the web demo (web_demo/node_modules from its package-lock.json); skipped if no npm.
+WEB_DEPS := web_demo/node_modules/.package-lock.json
+web: $(WEB_DEPS)
+
+$(WEB_DEPS): web_demo/package-lock.json
+	@command -v npm >/dev/null 2>&1 && (cd web_demo && npm ci --no-audit --no-fund --silent) \
+		|| echo "note: npm unavailable or npm ci failed; the web demo's tests will skip"
+
 demo: install
 	$(PY) -m benchmarks.pipeline $(ARGS)
 
-test: install tools
+test: install tools web
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: install

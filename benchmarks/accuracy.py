@@ -47,14 +47,20 @@ def predict_all(runner: Runner, pixels: np.ndarray, prep: Preprocessing, batch: 
 
 def score(logits: np.ndarray, y: np.ndarray, decision: Decision, bootstrap: int = 1000,
           seed: int = 42) -> dict[str, Any]:
-    """All accuracy figures of one model at its shipped temperature and threshold."""
+    """All accuracy figures of one model at its shipped temperature and threshold (without a
+    positive class: macro ROC-AUC as ``roc_auc``, top-1 accuracy, per-class sensitivity)."""
     pos = decision.positive_index
+    raw = replace(decision, temperature=1.0).probabilities(logits)
     if pos is None:
-        raise ValueError(f"labels {list(decision.labels)}: no positive class to score")
+        from kd_core.multiclass import evaluate_multiclass
+
+        m = evaluate_multiclass(logits, y, decision.labels, decision.temperature, bootstrap,
+                                seed)
+        m.update(positive_index=None, ece_uncalibrated=ece(raw, y))
+        return m
     m = evaluate_predictions(logits, y, pos, threshold=decision.threshold,
                              temperature=decision.temperature, bootstrap=bootstrap, seed=seed)
     m["positive_index"] = pos
-    raw = replace(decision, temperature=1.0).probabilities(logits)
     m["ece_uncalibrated"] = ece(raw, y)
     m["ece_pos_uncalibrated"] = ece_binary(raw[:, pos], (np.asarray(y) == pos).astype(np.int64))
     return m
@@ -62,9 +68,14 @@ def score(logits: np.ndarray, y: np.ndarray, decision: Decision, bootstrap: int 
 
 def agreement(logits: np.ndarray, decision: Decision, ref_logits: np.ndarray,
               ref_decision: Decision) -> dict[str, Any]:
-    """How closely a model follows a reference on the same images, each with its own decision."""
-    p = decision.positive_probability(logits)
-    q = ref_decision.positive_probability(ref_logits)
+    """How closely a model follows a reference on the same images, each with its own decision
+    (probabilities: of the positive class, or of every class without one)."""
+    binary = decision.positive_index is not None and ref_decision.positive_index is not None
+    p = decision.positive_probability(logits) if binary else decision.probabilities(logits)
+    q = (ref_decision.positive_probability(ref_logits) if binary
+         else ref_decision.probabilities(ref_logits))
+    if p.shape != q.shape:
+        p, q = np.zeros(1), np.zeros(1)  # different tasks: only decisions compare
     same = compare_outputs(logits, ref_logits) if logits.shape == ref_logits.shape else None
     return {
         "decision_agreement": float(np.mean(decision.decide(logits)

@@ -66,8 +66,8 @@ class Results:
     meta: dict[str, Any]
     rows: list[dict[str, Any]]
     gate: GateReport | None  # None: the float student did not run, so nothing was gated
-    y_pos: np.ndarray  # 0/1 melanoma per image
-    y_dx: np.ndarray  # dx class index per image (for 7-class models)
+    y_pos: np.ndarray  # 0/1 the student's positive class (melanoma) per image; 0 without one
+    y_dx: np.ndarray  # the dataset's class index per image (HAM10000: dx)
     logits: dict[str, np.ndarray]  # row name -> (N, K)
     digests: dict[str, str | None] = field(default_factory=dict)  # artefact name -> sha256
     image_ids: tuple[str, ...] = ()  # split order: joins predictions to the split's metadata
@@ -99,9 +99,12 @@ def check_config(cfg: BenchConfig) -> None:
                                   f"known formats: {', '.join(known)}")
     if cfg.split not in ("train", "val", "holdout"):
         raise BenchInputError(f"--split must be train, val or holdout, got {cfg.split!r}")
+    if not 0 <= cfg.tolerances.min_top1_agreement <= 1:
+        raise BenchInputError(f"--min-top1-agreement must be from 0 to 1, got "
+                              f"{cfg.tolerances.min_top1_agreement}")
     check_output_dir(cfg.out, "--out")
     if cfg.prepared_dir is not None:
-        from kd_core.data.ham10000 import is_prepared_dir
+        from kd_core.data.prepared import is_prepared_dir
 
         if not is_prepared_dir(Path(cfg.prepared_dir)):  # the splits will be written there
             check_output_dir(cfg.prepared_dir, "--prepared-dir")
@@ -113,8 +116,8 @@ def check_config(cfg: BenchConfig) -> None:
 
 
 def checkpoint_model(role: str, path: str) -> Model:
-    from benchmarks.compat import checkpoint_entry
     from runtimes import RuntimeLoadError
+    from runtimes.torch_eager import checkpoint_entry
 
     try:
         entry = checkpoint_entry(Path(path))
@@ -145,7 +148,7 @@ def collect_models(cfg: BenchConfig) -> list[Model]:
 
 def prepared_split(cfg: BenchConfig) -> tuple[Any, Path]:
     """The split (``SplitData``) to score, prepared (or reused) from ``cfg.data_dir``."""
-    from kd_core.data.ham10000 import DataError, load_split
+    from kd_core.data.prepared import DataError, load_split
     from kd_core.data.sources import resolve_prepared
 
     try:
@@ -155,23 +158,41 @@ def prepared_split(cfg: BenchConfig) -> tuple[Any, Path]:
     except DataError as exc:
         raise BenchInputError(str(exc)) from None
     if cfg.limit is not None:
-        split = type(split)(split.image_ids[: cfg.limit], split.paths[: cfg.limit],
-                            split.targets[: cfg.limit], split.dx[: cfg.limit])
-    if len(split) == 0 or split.targets.min() == split.targets.max():
-        raise BenchInputError(f"{prepared}: the {cfg.split} split ({len(split)} images) needs "
-                              "both melanoma and other images")
+        n = cfg.limit
+        split = replace(split, image_ids=split.image_ids[:n], paths=split.paths[:n],
+                        targets=split.targets[:n], dx=split.dx[:n], groups=split.groups[:n])
     return split, prepared
 
 
 def labels_for(entry: ManifestEntry, split: Any) -> np.ndarray:
-    from kd_core.data.ham10000 import DX_CLASSES
+    """Each image's class index under the entry's labels (any dataset, any task)."""
+    from kd_core.data.prepared import DataError
 
-    labels = entry.decision.labels
-    if len(labels) == 2:
-        return np.asarray(split.labels_for("mel"))
-    if labels == DX_CLASSES:
-        return np.asarray(split.labels_for("dx"))
-    raise BenchInputError(f"{entry.name}: labels {list(labels)} are neither binary nor the 7 dx")
+    try:
+        return np.asarray(split.labels_for(list(entry.decision.labels),
+                                           entry.decision.positive_index))
+    except DataError as exc:
+        raise BenchInputError(f"{entry.name}: {exc}") from None
+
+
+def student_labels(models: list[Model], split: Any, prepared: Path, name: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(class index per image, 0/1 positive per image; all 0 without a positive class) under
+    the float student's labels; a split the student's metrics are undefined on is refused."""
+    student = next(m for m in models if m.role == "student")
+    y = labels_for(student.entry, split)
+    pos = student.entry.decision.positive_index
+    if pos is None:
+        if len(set(y.tolist())) < 2:
+            raise BenchInputError(f"{prepared}: the {name} split ({len(y)} images) needs "
+                                  "images of at least 2 classes")
+        return y, np.zeros(len(y), dtype=np.int64)
+    y_pos = (y == pos).astype(np.int64)
+    if len(y) == 0 or y_pos.min() == y_pos.max():
+        label = student.entry.decision.labels[pos]
+        raise BenchInputError(f"{prepared}: the {name} split ({len(y)} images) needs both "
+                              f"{label} and other images")
+    return y, y_pos
 
 
 # ---- scoring --------------------------------------------------------------------------------
@@ -180,8 +201,7 @@ def labels_for(entry: ManifestEntry, split: Any) -> np.ndarray:
 def run_model(model: Model, pixels: np.ndarray, threads: int) -> tuple[str, str, np.ndarray | None]:
     """(status, runtime name, logits) of one model on every image, in-process."""
     from benchmarks.accuracy import predict_all
-    from benchmarks.compat import load_runner, runtime_label
-    from runtimes import RuntimeUnavailable
+    from runtimes import RuntimeUnavailable, load_runner, runtime_label
 
     if model.problem is not None:
         return model.problem, runtime_label(model.entry.format), None
@@ -252,6 +272,7 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
     check_config(cfg)
     models = collect_models(cfg)
     split, prepared = prepared_split(cfg)
+    _, y_pos = student_labels(models, split, prepared, cfg.split)
     pixels = decode(dict.fromkeys(m.entry.preprocessing for m in models), split.paths,
                     None if cfg.limit else prepared / "cache")
     device = host_device()
@@ -269,12 +290,11 @@ def run_benchmarks(cfg: BenchConfig) -> Results:
     add_deltas(rows)
     if cfg.latency:
         time_all(models, rows, pixels, cfg)
-    meta = build_meta(cfg, models, split, prepared, device)
+    meta = build_meta(cfg, models, split, prepared, device, y_pos)
     report = None
     if "student" in refs and refs["student"].name in logits:  # else the gate cannot run
         report = gate_report({"rows": rows}, cfg.tolerances, cfg.gate)
-    return Results(meta, rows, report, np.asarray(split.targets),
-                   np.asarray(split.labels_for("dx")), logits,
+    return Results(meta, rows, report, y_pos, np.asarray(split.labels_for("dx")), logits,
                    {m.name: m.digest for m in models if m.role == "artifact"},
                    tuple(split.image_ids))
 
@@ -301,7 +321,7 @@ def time_all(models: list[Model], rows: list[dict[str, Any]], pixels: dict[Any, 
 
 
 def build_meta(cfg: BenchConfig, models: list[Model], split: Any, prepared: Path,
-               device: str) -> dict[str, Any]:
+               device: str, y: np.ndarray) -> dict[str, Any]:
     from benchmarks.latency import tool_versions
     from kd_core.deploy import manifest_path
     from kd_core.io import sha256_file
@@ -312,10 +332,11 @@ def build_meta(cfg: BenchConfig, models: list[Model], split: Any, prepared: Path
              and m.entry.source_checkpoint_sha256 not in (None, student_sha)]
     warnings = [f"{', '.join(stale)}: exported from another checkpoint than the float student"
                 ] if stale else []
-    y = np.asarray(split.targets)
     return {
         "data": str(cfg.data_dir), "prepared": str(prepared), "split": cfg.split,
         "n": len(split), "n_pos": int(y.sum()), "prevalence": float(y.mean()),
+        "positive": student.entry.decision.positive_label,  # None: argmax over the labels
+        "labels": list(student.entry.decision.labels),
         "limit": cfg.limit, "image_size": student.entry.preprocessing.size, "host": device,
         "cpu_count": os.cpu_count(),
         "threads": list(cfg.threads), "latency": {"runs": cfg.runs, "warmup": cfg.warmup,

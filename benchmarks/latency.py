@@ -78,7 +78,7 @@ def _peak_rss_mb() -> float:
 def measure(entry: ManifestEntry, root: Path, threads: int, settings: LatencySettings,
             image: np.ndarray) -> dict[str, Any]:
     """Time ``entry``'s runner in this process (the child side): load, warm up, run."""
-    from benchmarks.compat import load_runner
+    from runtimes import load_runner
 
     rss_before = _proc_status_mb("VmRSS")
     runner = load_runner(entry, root, threads)

@@ -60,9 +60,10 @@ def save_results(results: Results, cfg: BenchConfig) -> Path:
         from benchmarks.android.results import load_results
 
         old = load_results(path)
-        data["rows"] += [r for r in old["rows"] if r.get("location") == "android"]
-        if "android_devices" in old["meta"]:
-            data["meta"]["android_devices"] = old["meta"]["android_devices"]
+        data["rows"] += [r for r in old["rows"] if r.get("location", "host") != "host"]
+        for key in ("android_devices", "browser"):  # phone and browser (benchmarks.browser)
+            if key in old["meta"]:
+                data["meta"][key] = old["meta"][key]
     arrays = {"y_pos": results.y_pos, "y_dx": results.y_dx,
               "image_ids": np.asarray(results.image_ids, dtype=str),
               **{f"logits__{k}": v for k, v in results.logits.items()}}

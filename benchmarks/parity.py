@@ -3,11 +3,15 @@
 For every artefact row run on this host: |ROC-AUC - float student's| <= ``max_auc_delta``;
 sensitivity at the shipped threshold >= the float student's ``Decision.min_sensitivity`` (its
 target sensitivity minus the contract's margin; ``Tolerances.min_sensitivity`` overrides it);
-ECE at the shipped temperature <= float student's ECE + ``max_ece_delta``. A row that failed to
-run (or whose file does not match the manifest's sha256) is a violation too (metric ``status``);
-a row whose runtime cannot run here (Core ML off macOS) is skipped, not failed. A gate that
-checked no artefact has not passed. ``gate_report`` returns a typed ``GateReport``, ``check``
-raises ``ParityGateError`` naming the format and the numbers.
+ECE at the shipped temperature <= float student's ECE + ``max_ece_delta``. A model without a
+positive class (decided by argmax) is held to its macro ROC-AUC (the ``roc_auc`` it reports)
+and to top-1 agreement with the float student >= ``min_top1_agreement`` instead of sensitivity.
+A row that failed to run (or whose file does not match the manifest's sha256) is a violation
+too (metric ``status``); a row whose runtime cannot run here (Core ML off macOS) is skipped, not
+failed. A gate that checked no artefact has not passed. ``gate_report`` returns a typed
+``GateReport``, ``check`` raises ``ParityGateError`` naming the format and the numbers. The rule
+for one row (``Tolerances``, ``check_row``, ``sensitivity_floor``) is ``kd_core.parity``'s,
+shared with the exporters' INT8 repair ladder.
 """
 
 from __future__ import annotations
@@ -85,12 +89,10 @@ def sensitivity_floor(ref: Mapping[str, Any], tol: Tolerances) -> float | None:
     from kd_core.deploy import Decision
 
     decision = ref.get("decision")
-    if tol.min_sensitivity is None and not isinstance(decision, Mapping):
+    if not isinstance(decision, Mapping):
         raise ValueError(f"parity gate: the reference row {ref.get('name')!r} records no "
                          "decision (labels, threshold, target sensitivity)")
-    parsed = (Decision.from_dict(decision, f"row {ref.get('name')}")
-              if isinstance(decision, Mapping) else None)
-    return floor_of_decision(parsed, tol)
+    return floor_of_decision(Decision.from_dict(decision, f"row {ref.get('name')}"), tol)
 
 
 def gate_report(results: Mapping[str, Any], tolerances: Tolerances | None = None,

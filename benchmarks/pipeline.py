@@ -97,7 +97,7 @@ def validate(args: argparse.Namespace, p: Profile) -> None:
     from benchmarks.pipeline_stages import PRECISIONS, train_config
     from exporters.run import check_formats
     from kd_core.config import check_training
-    from kd_core.data.ham10000 import is_ham10000_dir, is_prepared_dir
+    from kd_core.data.sources import data_kind
     from kd_core.io import check_output_dir
     from kd_core.models import list_models
     from kd_core.runtime import check_device
@@ -110,10 +110,10 @@ def validate(args: argparse.Namespace, p: Profile) -> None:
         check_threads(args.threads)
     if p.pretrained not in ("none", "imagenet") and not Path(p.pretrained).is_file():
         raise cli.BadInput(f"--pretrained {p.pretrained}: neither none, imagenet nor a file")
-    if args.data_dir is not None and not (is_ham10000_dir(args.data_dir)
-                                          or is_prepared_dir(args.data_dir)):
-        raise cli.BadInput(f"--data-dir {args.data_dir}: neither a HAM10000 folder "
-                           "(HAM10000_metadata.csv) nor a prepared split folder")
+    if args.data_dir is not None and data_kind(args.data_dir) is None:
+        raise cli.BadInput(f"--data-dir {args.data_dir}: not a HAM10000 folder "
+                           "(HAM10000_metadata.csv), an image folder (<class>/*.jpg), a CSV "
+                           "file (path,label[,group]) or a prepared split folder")
     for role in ("teacher", "student"):  # the trainer's own rules, on the configs it will get
         check_training(train_config(role, p, args, args.out, args.out), role)
     check_device(args.device)

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-ckpt", required=True, metavar="S.pth", help="float student")
     p.add_argument("--teacher-ckpt", metavar="T.pth", help="float teacher (optional)")
     p.add_argument("--data-dir", required=True, metavar="D",
-                   help="HAM10000 folder (splits prepared or reused) or a prepared folder")
+                   help="the data the student was trained on: HAM10000 folder, image folder "
+                   "(<class>/*.jpg) or CSV file (splits prepared or reused), or a prepared "
+                   "folder")
     p.add_argument("--prepared-dir", metavar="P", help="where the splits are prepared "
                    "(default: the user cache, see kd_core.data.sources)")
     p.add_argument("--split", default=d.split, choices=("train", "val", "holdout"),
@@ -57,13 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "minus the contract's margin, kd_core.deploy.Decision.min_sensitivity)")
     p.add_argument("--max-ece-delta", type=float, default=t.max_ece_delta,
                    help="largest ECE above the float student's")
+    p.add_argument("--min-top1-agreement", type=float, default=t.min_top1_agreement,
+                   help="models without a positive class (argmax): smallest share of images "
+                   "decided as the float student decides them")
     p.add_argument("--no-gate", action="store_true", help="report violations, exit 0")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    tol = Tolerances(args.max_auc_delta, args.min_sensitivity, args.max_ece_delta)
+    tol = Tolerances(args.max_auc_delta, args.min_sensitivity, args.max_ece_delta,
+                     args.min_top1_agreement)
     return BenchConfig(
         artifacts=args.artifacts, student_ckpt=args.student_ckpt, data_dir=args.data_dir,
         teacher_ckpt=args.teacher_ckpt, prepared_dir=args.prepared_dir, split=args.split,

@@ -164,9 +164,11 @@ def int8_summary(result: ExportResult) -> list[str]:
         text = f"  {a.name}: float sites: {kept}"
         if rep.get("before") and rep.get("after"):
             b, f = rep["before"], rep["after"]
-            text += (f"; repair {rep.get('rung')}: validation ROC-AUC {b['roc_auc']:.4f} -> "
-                     f"{f['roc_auc']:.4f}, sensitivity {b['sensitivity']:.3f} -> "
-                     f"{f['sensitivity']:.3f}, ECE {b['ece']:.4f} -> {f['ece']:.4f}")
+            text += f"; repair {rep.get('rung')}: validation " + ", ".join(
+                f"{label} {_num(b.get(key))} -> {_num(f.get(key))}"
+                for key, label in (("roc_auc", "ROC-AUC"), ("sensitivity", "sensitivity"),
+                                   ("argmax_agreement_vs_student", "top-1 agreement"),
+                                   ("ece", "ECE")) if key in b)
         elif rep:
             text += f"; repair {rep.get('rung', 'error')}: {rep.get('note') or rep.get('error')}"
         if plan.get("size_ratio_vs_fp32") is not None:
@@ -175,6 +177,10 @@ def int8_summary(result: ExportResult) -> list[str]:
             text += f", 1-thread latency x{plan['latency_ratio_1t_vs_fp32']:.2f}"
         lines.append(text)
     return lines
+
+
+def _num(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
 
 
 def main(argv: list[str] | None = None, formats: tuple[str, ...] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 ``--calib-data DIR`` may be
 - a prepared folder (``split_metadata.json`` + ``train_data.csv``): its train split;
-- a HAM10000-layout folder (a metadata CSV): splits are prepared (or reused) where every command
-  finds them (``kd_core.data.sources.resolve_prepared``), and the train split is used;
+- a HAM10000-layout folder (a metadata CSV), an image folder (``<class>/*.jpg``) or a CSV file
+  (``path,label[,group]``): splits are prepared (or reused) where every command finds them
+  (``kd_core.data.sources.resolve_prepared``), and the train split is used;
 - a plain folder of images (``.jpg``, ``.jpeg``, ``.png``, searched recursively): no labels, so
   no class balancing.
 
@@ -41,7 +42,7 @@ class CalibrationSet:
     """Preprocessed calibration images plus where they came from (for the manifest)."""
 
     source: str
-    kind: str  # "prepared", "ham10000" or "folder"
+    kind: str  # "prepared", "ham10000", "imagefolder", "csv" (train split) or "folder"
     seed: int
     image_ids: tuple[str, ...]
     pixels: np.ndarray  # N x size x size x 3 uint8, after the eval resize
@@ -89,30 +90,21 @@ def balanced_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(picked)
 
 
-def target_for(labels: Sequence[str]) -> str | None:
-    """The split's label column a checkpoint's ``labels`` match ("mel", "dx"), or None."""
-    from kd_core.data.ham10000 import DX_CLASSES
-
-    if list(labels) == list(DX_CLASSES):
-        return "dx"
-    return "mel" if len(labels) == 2 else None
-
-
 def _from_prepared(prepared: Path, labels: Sequence[str], n: int, seed: int
                    ) -> tuple[list[str], list[Path], dict[str, int] | None]:
-    from kd_core.data.ham10000 import load_split
+    from kd_core.data.prepared import DataError, load_split
 
     split = load_split(prepared, "train")
     if len(split) == 0:
         raise CalibrationDataError(f"{prepared}: the train split is empty")
-    target = target_for(labels)
-    if target is None:
-        log.info("calibration: labels %s match neither the melanoma nor the 7-class target; "
-                 "sampling without class balance", list(labels))
+    try:
+        y = split.labels_for(list(labels))  # any dataset: the model's labels name its classes
+    except DataError:
+        log.info("calibration: labels %s do not match the classes of %s; sampling without "
+                 "class balance", list(labels), prepared)
         idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
         counts = None
     else:
-        y = split.labels_for(target)
         idx = balanced_indices(y, n, seed)
         counts = {labels[c]: int((y[idx] == c).sum()) for c in range(len(labels))}
     return [split.image_ids[i] for i in idx], [split.paths[i] for i in idx], counts
@@ -123,27 +115,44 @@ def _folder_images(folder: Path) -> list[Path]:
                   and p.is_file() and not any(part.startswith(".") for part in p.parts))
 
 
+def _labelled(source: Path, labels: Sequence[str], n: int, seed: int
+              ) -> tuple[str, list[str], list[Path], dict[str, int] | None] | None:
+    """The train split of a data source with labels (prepared, HAM10000, image folder, CSV);
+    None for a folder without class sub-folders. An image folder that cannot be split (its
+    sub-folders are not classes) is sampled as plain images."""
+    from kd_core.data.prepared import DataError
+    from kd_core.data.sources import data_kind, resolve_prepared
+    from kd_core.data.splits import SplitError
+
+    kind = data_kind(source)
+    try:
+        if kind == "prepared":
+            return ("prepared", *_from_prepared(source, labels, n, seed))
+        if kind in ("ham10000", "imagefolder", "csv"):
+            prepared = resolve_prepared(source)
+            log.info("calibration: %s is a %s dataset; using the train split prepared in %s",
+                     source, kind, prepared)
+            return (kind, *_from_prepared(prepared, labels, n, seed))
+    except (DataError, SplitError) as exc:
+        if kind != "imagefolder":
+            raise CalibrationDataError(str(exc)) from None
+        log.info("calibration: %s cannot be split by class (%s); sampling its images without "
+                 "class balance", source, exc)
+    return None
+
+
 def select_images(source: Path, labels: Sequence[str], n: int, seed: int
                   ) -> tuple[str, list[str], list[Path], dict[str, int] | None]:
     """(kind, image ids, paths, class counts or None) of the images to calibrate on."""
-    from kd_core.data.ham10000 import DataError, is_ham10000_dir, is_prepared_dir
-    from kd_core.data.sources import resolve_prepared
-
     if not source.exists():
         raise CalibrationDataError(f"{source}: calibration folder not found")
+    found = _labelled(source, labels, n, seed)
+    if found is not None:
+        return found
     if not source.is_dir():
-        raise CalibrationDataError(f"{source}: not a folder (pass a folder of images, a prepared "
-                                   "split folder or a HAM10000 folder)")
-    try:
-        if is_prepared_dir(source):
-            return ("prepared", *_from_prepared(source, labels, n, seed))
-        if is_ham10000_dir(source):
-            prepared = resolve_prepared(source)
-            log.info("calibration: %s is a HAM10000 folder; using the train split prepared in %s",
-                     source, prepared)
-            return ("ham10000", *_from_prepared(prepared, labels, n, seed))
-    except DataError as exc:
-        raise CalibrationDataError(str(exc)) from None
+        raise CalibrationDataError(f"{source}: not a folder (pass a folder of images, an image "
+                                   "folder by class, a CSV file, a prepared split folder or a "
+                                   "HAM10000 folder)")
     files = _folder_images(source)
     if not files:
         raise CalibrationDataError(

@@ -239,7 +239,7 @@ def _int8_options(options: ExportOptions, checked: tuple[str, str, tuple[SiteTim
     validation = None
     if repair != "off":
         assert options.val_data is not None
-        validation = load_validation(options.val_data, settings.preprocessing, settings.labels)
+        validation = load_validation(options.val_data, settings.preprocessing, settings.decision)
     return Int8Options(speed=speed, timings=timings, repair=repair,
                        repair_budget_min=options.repair_budget_min, validation=validation)
 

@@ -1,14 +1,16 @@
-"""``python -m exporters.sync_demos DIR``: copy gated artefacts and their manifest into the apps.
+"""``python -m exporters.sync_demos DIR``: copy gated artefacts and their manifest into the demos.
 
 DIR is an ``exporters.all`` output folder. Android gets one TFLite artefact (default: the INT8 one)
 in ``android_demo/app/src/main/assets/``; iOS gets one Core ML ``.mlpackage`` (default: 8-bit
-weights, else INT8, else fp16) in ``ios_demo/EdgeKDDemo/Model/``. Each app also gets the manifest
-trimmed to the top-level fields plus the chosen artefact (docs/MANIFEST.md, "What the apps read"),
-so the app reads exactly one entry.
+weights, else INT8, else fp16) in ``ios_demo/EdgeKDDemo/Model/``; the web demo gets one TFLite
+artefact LiteRT.js can run (it takes float32, int32 and uint8 tensors only: default the INT8 graph
+with float32 I/O, ``int8_float_io``, else fp32) in ``web_demo/model/``. Each demo also gets the
+manifest trimmed to the top-level fields plus the chosen artefact (docs/MANIFEST.md, "What the
+apps read"), so it reads exactly one entry.
 
 The parity gate's verdict travels with the artefact: ``benchmarks.run`` records it in ``gate.json``
 beside the manifest (``kd_core.deploy``), and an artefact whose verdict is not "pass" for its
-current bytes ("fail", "not run", "stale") is refused unless ``--allow-ungated``; the app then
+current bytes ("fail", "not run", "stale") is refused unless ``--allow-ungated``; the demo then
 shows "not parity-checked". The trimmed entry carries ``gate`` ({"status", "detail"}) and
 ``dataset`` (the training data's name, "unknown training data" for older exports). Files are
 checked against the manifest's sha256 and written atomically; the previously synced model is
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from exporters.tflite import FLOAT_IO
 from kd_core import cli
 from kd_core.cli import BadInput, JobFailed
 from kd_core.deploy import (
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID_ASSETS = ROOT / "android_demo" / "app" / "src" / "main" / "assets"
 IOS_MODEL_DIR = ROOT / "ios_demo" / "EdgeKDDemo" / "Model"
-# Default artefact per app: the first precision present, in this order.
+WEB_MODEL_DIR = ROOT / "web_demo" / "model"
 UNKNOWN_DATA = "unknown training data"
 NOT_CHECKED = "not parity-checked"  # the trimmed entry's gate.status when shipped ungated
 
@@ -55,11 +58,34 @@ class SyncError(BadInput):
 
 
 @dataclass(frozen=True)
-class Target:
-    app: str  # "android" | "ios"
-    format: str  # "tflite" | "coreml"
+class App:
+    """A demo: the format it runs, its model folder and the flag that names another artefact.
+    Its default artefact is the format registry entry's ``preferred`` precision, unless the
+    demo's runtime needs its own (``preferred``); ``tensor_types``: the I/O dtypes its runtime
+    takes (empty: any)."""
+
+    name: str
+    format: str
     dest: Path
-    name: str | None  # artefact name asked for, or None for the default
+    flag: str
+    preferred: tuple[str, ...] = ()
+    tensor_types: tuple[str, ...] = ()
+
+
+APPS = {
+    "android": App("android", "tflite", ANDROID_ASSETS, "--tflite"),
+    "ios": App("ios", "coreml", IOS_MODEL_DIR, "--coreml"),
+    # LiteRT.js takes float32, int32 and uint8 tensors only: not the int8-I/O INT8 graph.
+    "web": App("web", "tflite", WEB_MODEL_DIR, "--web-artifact", (FLOAT_IO, "fp32"),
+               ("float32", "int32", "uint8")),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    app: str  # a key of APPS
+    dest: Path
+    name: str | None = None  # artefact name asked for, or None for the default
 
 
 @dataclass(frozen=True)
@@ -74,25 +100,32 @@ class Synced:
     manifest: Path
 
 
-def choose_artifact(manifest: Manifest, fmt: str, name: str | None, source: str
+def choose_artifact(manifest: Manifest, app: App, name: str | None, source: str
                     ) -> ManifestEntry:
-    """The entry named ``name``, or the default precision for ``fmt``; errors list the choices."""
+    """The entry named ``name``, or ``app``'s default precision; errors list the choices."""
+    fmt = app.format
     entries = [a for a in manifest.artifacts if a.format == fmt]
     names = ", ".join(a.name for a in entries) or "none"
     if name is not None:
-        for entry in entries:
-            if entry.name == name:
-                return entry
-        raise SyncError(f"{source}: no {fmt} artefact named {name!r} (available: {names})")
-    from exporters import get_exporter
+        entry = next((e for e in entries if e.name == name), None)
+        if entry is None:
+            raise SyncError(f"{source}: no {fmt} artefact named {name!r} (available: {names})")
+    else:
+        from exporters import get_exporter
 
-    preferred = get_exporter(fmt).preferred  # the format's registry entry says what apps ship
-    for precision in preferred:
-        for entry in entries:
-            if entry.precision == precision:
-                return entry
-    raise SyncError(f"{source}: no {fmt} artefact of precision {'/'.join(preferred)} "
-                    f"(available: {names}); pick one with --{fmt} NAME")
+        preferred = app.preferred or get_exporter(fmt).preferred  # the format's registry entry
+        entry = next((e for p in preferred for e in entries if e.precision == p), None)
+        if entry is None:
+            raise SyncError(f"{source}: no {fmt} artefact of precision {'/'.join(preferred)} "
+                            f"for the {app.name} demo (available: {names}); pick one with "
+                            f"{app.flag} NAME, or leave that demo alone with --no-{app.name}")
+    bad = [f"{which} {spec.get('dtype')}" for which, spec in (("input", entry.input),
+                                                              ("output", entry.output))
+           if app.tensor_types and spec.get("dtype") not in app.tensor_types]
+    if bad:
+        raise SyncError(f"{source}: {entry.name} has {' and '.join(bad)}; the {app.name} demo's "
+                        f"runtime takes {', '.join(app.tensor_types)} tensors")
+    return entry
 
 
 def gate_record(entry: ManifestEntry, verdicts: Mapping[str, GateVerdict], export_dir: Path,
@@ -186,7 +219,7 @@ def sync(export_dir: Path, targets: Sequence[Target], allow_ungated: bool = Fals
     plans = []
     for t in targets:
         _check_dest(t.dest, t.app)
-        entry = choose_artifact(manifest, t.format, t.name, source)
+        entry = choose_artifact(manifest, APPS[t.app], t.name, source)
         status, gate = gate_record(entry, verdicts, export_dir, allow_ungated)
         plans.append((t, entry, status, gate, _checked_source(export_dir, entry, source)))
     done = []
@@ -197,7 +230,7 @@ def sync(export_dir: Path, targets: Sequence[Target], allow_ungated: bool = Fals
             _copy(src, dst)
             path = write_manifest(trimmed_manifest(manifest, entry, export_dir, gate), t.dest)
         except OSError as exc:
-            raise JobFailed(f"{t.dest}: cannot write the {t.app} app's copy ({exc})") from None
+            raise JobFailed(f"{t.dest}: cannot write the {t.app} demo's copy ({exc})") from None
         log.info("%s: %s (%s, gate: %s) -> %s", t.app, entry.name, entry.precision, status, dst)
         done.append(Synced(t.app, entry.name, entry.precision, status, dst, path))
     return done
@@ -206,7 +239,8 @@ def sync(export_dir: Path, targets: Sequence[Target], allow_ungated: bool = Fals
 def build_parser() -> Any:
     p = cli.parser(
         "python -m exporters.sync_demos",
-        f"Copy a parity-gated artefact and a trimmed {MANIFEST_NAME} into each demo app.",
+        f"Copy a parity-gated artefact and a trimmed {MANIFEST_NAME} into each demo (Android, "
+        "iOS, web).",
         epilog="An artefact whose gate status (gate.json, written by benchmarks.run) is not "
                "'pass' is refused unless --allow-ungated.")
     p.add_argument("export_dir", type=Path, metavar="DIR", help="exporters.all output folder")
@@ -214,12 +248,17 @@ def build_parser() -> Any:
                    "(default: the int8 one)")
     p.add_argument("--coreml", metavar="NAME", help="Core ML artefact for iOS "
                    "(default: w8, else int8, else fp16)")
+    p.add_argument("--web-artifact", metavar="NAME", help="TFLite artefact for the web demo "
+                   "(default: the int8_float_io one, else fp32; LiteRT.js takes no int8 tensors)")
     p.add_argument("--android", type=Path, default=ANDROID_ASSETS, metavar="PATH",
                    help="Android assets folder")
     p.add_argument("--ios", type=Path, default=IOS_MODEL_DIR, metavar="PATH",
                    help="iOS model folder")
+    p.add_argument("--web", type=Path, default=WEB_MODEL_DIR, metavar="PATH",
+                   help="the web demo's model folder")
     p.add_argument("--no-android", action="store_true", help="leave the Android app alone")
     p.add_argument("--no-ios", action="store_true", help="leave the iOS app alone")
+    p.add_argument("--no-web", action="store_true", help="leave the web demo alone")
     p.add_argument("--allow-ungated", action="store_true",
                    help=f"ship an artefact that failed or was never gated; the app shows "
                         f"{NOT_CHECKED!r}")
@@ -230,11 +269,13 @@ def build_parser() -> Any:
 def _main(args: Any) -> int:
     targets = []
     if not args.no_android:
-        targets.append(Target("android", "tflite", args.android, args.tflite))
+        targets.append(Target("android", args.android, args.tflite))
     if not args.no_ios:
-        targets.append(Target("ios", "coreml", args.ios, args.coreml))
+        targets.append(Target("ios", args.ios, args.coreml))
+    if not args.no_web:
+        targets.append(Target("web", args.web, args.web_artifact))
     if not targets:
-        raise SyncError("--no-android and --no-ios: nothing to do")
+        raise SyncError("--no-android, --no-ios and --no-web: nothing to do")
     sync(args.export_dir, targets, allow_ungated=args.allow_ungated)
     return cli.EXIT_OK
 

@@ -1,15 +1,18 @@
 """TFLite (LiteRT) via litert-torch: fp32 and full INT8 (PT2E static, per-channel), NHWC input.
 
 The INT8 model takes and returns int8 tensors; their scale and zero point are read back from the
-LiteRT interpreter (``runtimes.tflite.io_details``) and recorded. The manifest entry (minus
-bytes/sha256) is embedded in the flatbuffer's ``metadata`` table under ``edgekd_manifest`` (a
-UTF-8 JSON buffer); ``read_metadata(path)`` reads it.
+LiteRT interpreter (``runtimes.tflite.io_details``) and recorded. The int8 family also gives
+``int8_float_io``: the same INT8 flatbuffer with float32 input and output (QUANTIZE/DEQUANTIZE
+inside, ``exporters.int8.float_io``) for runtimes that take no int8 tensors (LiteRT.js). The
+manifest entry (minus bytes/sha256) is embedded in the flatbuffer's ``metadata`` table under
+``edgekd_manifest`` (a UTF-8 JSON buffer); ``read_metadata(path)`` reads it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,14 @@ from exporters.base import (
     Artifact,
     ExportSettings,
     Stopwatch,
+    artifact_name,
     staging_dir,
 )
 from exporters.finish import Build, export_each, finish, int8_recipe
 
 FORMAT = "tflite"
+FLOAT_IO = "int8_float_io"  # the INT8 graph with float32 I/O (exporters.int8.float_io)
+EMBEDDED = f"flatbuffer metadata {METADATA_KEY!r}"
 # TFLite's XNNPACK delegate has no int8 hardswish/hardsigmoid and splits the graph at a -inf
 # max-pool pad: with these exact rewrites the INT8 graph is one delegate partition. LiteRT's
 # Python interpreter has no per-op profiler: its speed plans come from a site-timings file.
@@ -49,11 +55,19 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
 
 
 @register_exporter(FORMAT, extension=".tflite", tools=("litert-torch", "ai-edge-litert"),
+                   precisions={"fp32": ("fp32",), "int8": ("int8", FLOAT_IO)},
                    int8=INT8, cost=58.0, read_metadata=read_metadata, preferred=("int8",))
 def export(model: Any, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
-    return export_each(
-        FORMAT, cfg, lambda p: _export_one(model, example_inputs[0], out_dir, cfg, p))
+    done: dict[str, Artifact] = {}
+
+    def one(precision: str) -> Artifact:
+        if precision == FLOAT_IO:  # the int8 flatbuffer with float32 I/O: no second conversion
+            return _export_float_io(done.get("int8"), out_dir, cfg)
+        done[precision] = _export_one(model, example_inputs[0], out_dir, cfg, precision)
+        return done[precision]
+
+    return export_each(FORMAT, cfg, one)
 
 
 def _nhwc(x: Any) -> Any:
@@ -97,13 +111,38 @@ def _export_one(model: Any, example: Any, out_dir: Path, cfg: ExportSettings,
         inp, out = io_details(raw)
         data = raw.read_bytes()
 
-    def write(tmp: Path, meta: dict[str, Any]) -> None:
-        tmp.write_bytes(add_metadata(data, METADATA_KEY, json.dumps(meta, sort_keys=True)
-                                     .encode()))
-
-    build = Build(write=write, input=inp, output=out, reference=reference, recipe=recipe,
-                  embedded=f"flatbuffer metadata {METADATA_KEY!r}", graph_report=_graph_report)
+    build = Build(write=partial(_write, data), input=inp, output=out, reference=reference,
+                  recipe=recipe, embedded=EMBEDDED, graph_report=_graph_report)
     return finish(FORMAT, precision, cfg, out_dir, clock, build)
+
+
+def _export_float_io(int8: Artifact | None, out_dir: Path, cfg: ExportSettings) -> Artifact:
+    """``int8_float_io``: the int8 artefact's flatbuffer with float32 I/O, finished like every
+    artefact (verified against the int8 artefact's torch reference) and checked against the
+    int8 artefact itself on the same images (``exporters.int8.float_io.versus_int8``)."""
+    from exporters.int8 import float_io
+    from runtimes.tflite import io_details
+
+    if int8 is None:
+        raise float_io.FloatIOError(f"{FLOAT_IO} is made from the int8 artefact, which failed")
+    clock = Stopwatch()
+    with staging_dir(out_dir) as stage:
+        raw = stage / "model.tflite"
+        raw.write_bytes(float_io.to_float_io(int8.path.read_bytes()))
+        inp, out = io_details(raw)
+        data = raw.read_bytes()
+    recipe = {**(int8.entry.quantization_recipe or {}), "io": f"float32, from {int8.name}"}
+    described = replace(int8.entry, name=artifact_name(cfg, FORMAT, FLOAT_IO), precision=FLOAT_IO,
+                        input=inp, output=out)
+    build = Build(write=partial(_write, data), input=inp, output=out, reference=int8.reference,
+                  recipe=recipe, embedded=EMBEDDED, graph_report=_graph_report,
+                  inspect=partial(float_io.versus_int8, described, int8, cfg))
+    return finish(FORMAT, FLOAT_IO, cfg, out_dir, clock, build)
+
+
+def _write(data: bytes, tmp: Path, meta: dict[str, Any]) -> None:
+    """The flatbuffer ``data`` at ``tmp`` with ``meta`` embedded (``Build.write``)."""
+    tmp.write_bytes(add_metadata(data, METADATA_KEY, json.dumps(meta, sort_keys=True).encode()))
 
 
 def _graph_report(path: Path) -> dict[str, Any]:

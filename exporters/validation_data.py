@@ -1,22 +1,24 @@
 """Labelled validation images for INT8 repair: the validation split, never the holdout.
 
-``--val-data DIR`` takes the same folders as ``--calib-data`` that carry labels: a prepared split
-folder or a HAM10000 folder (``kd_core.data.sources.resolve_prepared`` answers which, and
-prepares the splits when needed). Only ``val_data.csv`` and the images it lists are read; images
-go through the exact eval preprocessing of the checkpoint.
+``--val-data DIR`` takes the labelled sources ``--calib-data`` takes: a prepared split folder or a
+raw source (HAM10000, a class-per-folder image tree, a CSV; ``kd_core.data.sources.
+resolve_prepared`` answers which, and prepares the splits when needed). Only the ``val`` split and
+the images it lists are read; images go through the exact eval preprocessing of the checkpoint,
+and their labels are the checkpoint's classes (``SplitData.labels_for``, as the benchmark
+harness labels them).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from exporters.calibration_data import CalibrationDataError, target_for
+from exporters.calibration_data import CalibrationDataError
 from kd_core.data.transforms import ImageError, Preprocessing, normalize
+from kd_core.deploy import Decision
 
 log = logging.getLogger(__name__)
 SPLIT = "val"
@@ -47,33 +49,26 @@ class ValidationSet:
                 "class_counts": np.bincount(self.labels).tolist()}
 
 
-def load_validation(source: str | Path, prep: Preprocessing, labels: Sequence[str],
-                    limit: int | None = None, seed: int = 42) -> ValidationSet:
-    """The validation split of ``source`` (all of it, or ``limit`` images drawn with ``seed``)."""
+def load_validation(source: str | Path, prep: Preprocessing, decision: Decision
+                    ) -> ValidationSet:
+    """The whole validation split of ``source``, labelled with ``decision``'s classes."""
     from kd_core.data.dataset import decode_images
-    from kd_core.data.ham10000 import DataError, load_split
+    from kd_core.data.prepared import DataError, load_split
     from kd_core.data.sources import resolve_prepared
 
     source = Path(source)
-    target = target_for(labels)
-    if target is None:
-        raise ValidationDataError(f"--val-data {source}: labels {list(labels)} match neither the "
-                                  "melanoma nor the 7-class target, so validation has no labels")
     try:
         prepared = resolve_prepared(source)
         split = load_split(prepared, SPLIT)
+        y = split.labels_for(list(decision.labels), decision.positive_index)
     except DataError as exc:
         raise ValidationDataError(f"--val-data {source}: {exc}") from None
     if len(split) == 0:
         raise ValidationDataError(f"--val-data {source}: the validation split is empty")
-    idx = np.arange(len(split))
-    if limit is not None and limit < len(split):
-        idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
-    y = split.labels_for(target)[idx]
-    log.info("validation: %d images of %s (%s split)", len(idx), prepared, SPLIT)
+    log.info("validation: %d images of %s (%s split)", len(split), prepared, SPLIT)
     try:
-        pixels = decode_images([split.paths[i] for i in idx], prep, desc="validation images")
+        pixels = decode_images(split.paths, prep, desc="validation images")
     except ImageError as exc:
         raise ValidationDataError(f"validation image unusable: {exc}") from None
-    return ValidationSet(str(prepared.resolve()), tuple(split.image_ids[i] for i in idx), pixels,
+    return ValidationSet(str(prepared.resolve()), tuple(split.image_ids), pixels,
                          np.asarray(y, dtype=np.int64), prep)

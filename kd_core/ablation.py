@@ -55,14 +55,14 @@ def summarize(name: str, t: float, a: float, metrics: dict[str, Any]) -> dict[st
         "run": name,
         "temperature": t if a > 0 else None,
         "alpha": a,
-        "roc_auc": h["roc_auc"],
+        "roc_auc": h["roc_auc"],  # macro ROC-AUC for a model decided by argmax
         "roc_auc_ci_low": h["roc_auc_ci_low"],
         "roc_auc_ci_high": h["roc_auc_ci_high"],
-        "pr_auc": h["pr_auc"],
+        "pr_auc": h.get("pr_auc"),  # positive-class figures: None for an argmax model
         "ece_raw": metrics["holdout_uncalibrated"]["ece"],
         "ece": h["ece"],
-        "sensitivity": h["sensitivity"],
-        "specificity": h["specificity"],
+        "sensitivity": h.get("sensitivity"),
+        "specificity": h.get("specificity"),
         "best_epoch": metrics.get("best_epoch"),
     }
 

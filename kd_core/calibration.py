@@ -2,9 +2,6 @@
 
 The NLL of ``softmax(z / T)`` is convex in ``beta = 1 / T``, so a safeguarded Newton search on
 beta finds the global minimum in [1/T_MAX, 1/T_MIN]: exact, deterministic and scipy-free.
-``fit_decision`` is the whole calibration of a decision on validation: T, then the threshold
-reaching the target sensitivity at T (training's ``kd_core.finalize`` and the INT8 repair
-ladder's per-artefact recalibration).
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.metrics import ece, nll, softmax, threshold_for_sensitivity, to_numpy
+from kd_core.metrics import ece, nll, softmax, to_numpy
 
 T_MIN, T_MAX = 0.05, 20.0
 
@@ -55,16 +52,6 @@ def fit_temperature(
         if hi - lo < tol * beta:
             break
     return float(1.0 / beta)
-
-
-def fit_decision(logits: Any, y: Any, positive_index: int, target_sensitivity: float
-                 ) -> tuple[float, float]:
-    """(temperature, threshold) fitted on ``logits``/``y``: T by NLL, then the largest
-    threshold whose sensitivity at T reaches ``target_sensitivity``."""
-    temperature = fit_temperature(logits, y)
-    p = softmax(logits, temperature)[:, positive_index]
-    y_pos = (to_numpy(y, np.int64) == positive_index).astype(np.int64)
-    return temperature, threshold_for_sensitivity(y_pos, p, target_sensitivity)
 
 
 def apply_temperature(logits: Any, temperature: float) -> np.ndarray:

@@ -16,10 +16,7 @@ import pickle
 import platform
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from kd_core.cli import BadInput
 from kd_core.config import DEFAULT_TARGET_SENSITIVITY
@@ -44,12 +41,16 @@ BINARY_LABELS = list(MEL_CLASSES)
 DX_LABELS = list(DX_CLASSES)
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format; legacy files start with a pickle opcode
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 class CheckpointError(BadInput):
     """A checkpoint file that is missing, corrupt, unsafe, incomplete or inconsistent."""
 
 
 def versions() -> dict[str, str]:
+    import torch
     import torchvision
 
     return {
@@ -77,12 +78,14 @@ def positive_index(labels: list[str]) -> int:
     return len(labels) - 1
 
 
-def calibration_record(split: str, n: int, temperature: float, threshold: float,
+def calibration_record(split: str, n: int, temperature: float, threshold: float | None,
                        target_sensitivity: float) -> dict[str, Any]:
     """The ``calibration`` entry: where and on how many images temperature and threshold were
-    fitted, and the values fitted (they must equal the checkpoint's own)."""
+    fitted, and the values fitted (they must equal the checkpoint's own; no threshold for a
+    model decided by argmax)."""
     return {"split": split, "n": int(n), "temperature": float(temperature),
-            "threshold": float(threshold), "target_sensitivity": float(target_sensitivity)}
+            "threshold": None if threshold is None else float(threshold),
+            "target_sensitivity": float(target_sensitivity)}
 
 
 def build_checkpoint(
@@ -91,28 +94,32 @@ def build_checkpoint(
     labels: list[str],
     preprocessing: Preprocessing,
     temperature: float = 1.0,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     *,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
     dataset: str | None = None,
     calibration: dict[str, Any] | None = None,
+    positive: int | str | None = "from labels",
     **extra: Any,
 ) -> dict[str, Any]:
     """A checkpoint dict. Without ``calibration`` (see ``calibration_record``) it is not
-    deployable: ``is_calibrated`` is False and the exporters refuse it by default."""
+    deployable: ``is_calibrated`` is False and the exporters refuse it by default.
+    ``positive``: the index of the positive class (None: decided by argmax, no threshold); by
+    default melanoma's index, else the last class (``positive_index``)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    pos = positive_index(list(labels)) if isinstance(positive, str) else positive
     ckpt = {
         "format_version": FORMAT_VERSION,
         "arch": arch,
         "num_classes": len(labels),
         "labels": list(labels),
-        "positive_index": positive_index(list(labels)),
+        "positive_index": pos,
         "state_dict": state,
         "preprocessing": preprocessing.to_dict(),
         "temperature": float(temperature),
-        "threshold": float(threshold),
+        "threshold": None if threshold is None else float(threshold),
         "target_sensitivity": float(target_sensitivity),
         "config": plain(config or {}),
         "metrics": plain(metrics or {}),
@@ -143,6 +150,8 @@ def plain(obj: Any) -> Any:
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write atomically: a crash mid-write leaves the previous file intact."""
+    import torch
+
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -160,6 +169,8 @@ def read_torch_file(path: Path, what: str = "checkpoint") -> Any:
         kind = "an empty file" if not head else "neither a zip archive nor a pickle"
         raise CheckpointError(f"{path}: not a torch {what} ({kind}; torch.save writes a zip "
                               "archive)")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -255,6 +266,8 @@ def _check_calibration(record: Any, path: Path | str) -> None:
 
 
 def _check_state_dict(state: Any, path: Path | str) -> None:
+    import torch
+
     if not isinstance(state, dict) or not state:
         raise _fail(path, "state_dict", "must be a non-empty dict of tensors")
     for name, value in state.items():
@@ -267,12 +280,14 @@ def _check_state_dict(state: Any, path: Path | str) -> None:
 
 def _check_weights_fit(ckpt: dict[str, Any], path: Path | str) -> None:
     """The weights' names and shapes are the architecture's (built on the meta device: free)."""
-    from kd_core.models import MODELS, create_model, list_models
+    import torch
+
+    from kd_core.model_names import describe
+    from kd_core.models import create_model, is_known
 
     arch, k = ckpt["arch"], ckpt["num_classes"]
-    if arch not in MODELS:
-        raise _fail(path, "arch", f"{arch!r} is not a registered architecture (registered: "
-                                  f"{', '.join(list_models())})")
+    if not is_known(arch):
+        raise _fail(path, "arch", f"{arch!r} is not a known architecture (use {describe()})")
     with torch.device("meta"):
         want = {n: tuple(t.shape) for n, t in create_model(arch, k).state_dict().items()}
     got = {n: tuple(t.shape) for n, t in ckpt["state_dict"].items()}
@@ -318,14 +333,14 @@ def is_calibrated(ckpt: dict[str, Any]) -> bool:
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> nn.Module:
     """Rebuild the eval-mode model a checkpoint (from ``load_checkpoint``) describes."""
-    from kd_core.models import create_model
+    from kd_core.models import create_model, load_weights
 
     try:
         model = create_model(ckpt["arch"], int(ckpt["num_classes"]))
     except KeyError as exc:
         raise CheckpointError(f"{path}: {exc.args[0]}") from None
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        load_weights(model, ckpt["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         arch, k = ckpt["arch"], ckpt["num_classes"]
@@ -338,3 +353,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = load_checkpoint(path)
     return model_from_checkpoint(ckpt, path), ckpt
+
+
+if __name__ == "__main__":  # python -m kd_core.checkpoint import ...: kd_core.importer's CLI
+    import runpy
+
+    runpy.run_module("kd_core.importer", run_name="__main__", alter_sys=True)

@@ -29,12 +29,17 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048  # pixels, both sides of the model inpu
 class DataConfig:
     """Where the images are, how they are split and how they are fed to a model."""
 
-    data_dir: str | None = None  # HAM10000 layout: metadata CSV plus image folder(s)
+    # A HAM10000 folder, an image folder (<class>/*.jpg), a CSV file (path,label[,group]) or a
+    # prepared split folder (kd_core.data.sources answers which).
+    data_dir: str | None = None
     # Where the splits go; default: the user cache, kd_core.data.sources.default_prepared_dir.
     prepared_dir: str | None = None
     metadata: str = "HAM10000_metadata.csv"
     images_dir: str | None = None  # default: search part_1/part_2/images/flat
-    target: str = "mel"  # "mel": melanoma vs rest (2 classes); "dx": the 7 diagnoses
+    # "auto": HAM10000 melanoma vs rest, other data every class (argmax); HAM10000 only: "mel"
+    # (melanoma vs rest) or "dx" (the 7 diagnoses, melanoma the positive class).
+    target: str = "auto"
+    positive: str | None = None  # a binary task: this class vs rest (kd_core.data.prepared)
     image_size: int = 224
     resize: str = "squash"  # "squash" (whole image to size x size) or "center_crop"
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -166,7 +171,9 @@ def check_data(d: DataConfig) -> None:
     _need(_int(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, "--image-size",
           f"an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}", size)
     _need(d.resize in ("squash", "center_crop"), "--resize", "squash or center_crop", d.resize)
-    _need(d.target in ("mel", "dx"), "--target", "mel or dx", d.target)
+    _need(d.target in ("auto", "mel", "dx"), "--target", "auto, mel or dx", d.target)
+    _need(d.positive is None or (isinstance(d.positive, str) and bool(d.positive.strip())),
+          "--positive", "a class name", d.positive)
     _need(len(d.split) == 3 and all(_number(f) and f > 0 for f in d.split)
           and abs(sum(d.split) - 1) < 1e-6, "data.split", "three positive fractions summing to 1",
           d.split)

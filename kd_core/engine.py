@@ -128,16 +128,19 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def val_auc(
-    model: nn.Module, val: Batches, rt: Runtime, positive_index: int
+    model: nn.Module, val: Batches, rt: Runtime, positive_index: int | None
 ) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """Validation ROC-AUC (melanoma one-vs-rest), loss, logits and labels."""
+    """Validation ROC-AUC (the positive class vs rest; without one, the macro one-vs-rest
+    ROC-AUC over the classes), loss, logits and labels."""
     logits, labels = predict(model, val, rt)
-    y_pos = (labels == positive_index).astype(np.int64)
-    auc = (
-        roc_auc(y_pos, softmax(logits)[:, positive_index])
-        if 0 < y_pos.sum() < len(y_pos)
-        else math.nan
-    )
+    if positive_index is None:
+        from kd_core.multiclass import macro_roc_auc
+
+        auc = macro_roc_auc(softmax(logits), labels)
+    else:
+        y_pos = (labels == positive_index).astype(np.int64)
+        auc = (roc_auc(y_pos, softmax(logits)[:, positive_index])
+               if 0 < y_pos.sum() < len(y_pos) else math.nan)
     t = torch.from_numpy(logits)
     loss = float(torch.nn.functional.cross_entropy(t, torch.from_numpy(labels)))
     return auc, loss, logits, labels
@@ -176,7 +179,8 @@ class FitOptions:
     scheduler: str = "onecycle"
     patience: int = 10
     min_epochs: int = 0  # no early stop before this epoch
-    positive_index: int = 1  # the class whose one-vs-rest validation ROC-AUC is watched
+    # The class whose one-vs-rest validation ROC-AUC is watched; None: the macro ROC-AUC.
+    positive_index: int | None = 1
 
 
 @dataclass(frozen=True)

@@ -305,7 +305,8 @@ def evaluate_predictions(
 
     ``threshold=None`` finds the largest threshold reaching ``target_sensitivity`` on *this*
     data (fit it on validation and pass it in for an honest test figure). ``bootstrap=0`` skips
-    the ROC-AUC confidence interval (the CI keys are then None).
+    the ROC-AUC confidence interval (the CI keys are then None). An argmax model (no positive
+    class) is scored by ``kd_core.multiclass.evaluate_multiclass``.
     """
     z, yi = to_numpy(logits), to_numpy(y, np.int64)
     if z.ndim != 2 or len(z) != len(yi) or not 0 <= positive_index < z.shape[1]:

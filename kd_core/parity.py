@@ -5,9 +5,12 @@ on the validation split): one definition, whatever the split.
 An artefact row passes when |ROC-AUC - float student's| <= ``max_auc_delta``, sensitivity at its
 threshold >= the sensitivity floor (``sensitivity_floor``: ``Tolerances.min_sensitivity`` when
 set, else the float student's ``Decision.min_sensitivity``) and ECE <= the float student's ECE +
-``max_ece_delta``. Rows and the reference are mappings with ``name``, ``status`` and ``accuracy``
-(``roc_auc``, ``sensitivity``, ``threshold``, ``ece``), as ``kd_core.metrics.evaluate_predictions``
-gives them.
+``max_ece_delta``. A model without a positive class (decided by argmax) is held to its macro
+ROC-AUC (the ``roc_auc`` it reports) and to top-1 agreement with the float student >=
+``min_top1_agreement`` instead of sensitivity. Rows and the reference are mappings with ``name``,
+``status`` and ``accuracy`` (``roc_auc``, ``sensitivity``, ``threshold``, ``ece``,
+``positive_index``; argmax: ``argmax_agreement_vs_student``), as the benchmark harness records
+them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Tolerances:
     max_auc_delta: float = 0.005
     min_sensitivity: float | None = None  # None: the float student's Decision.min_sensitivity
     max_ece_delta: float = 0.01
+    min_top1_agreement: float = 0.98  # argmax models: share of images decided as the student
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -43,12 +47,15 @@ class Violation:
         return f"FAIL {self.name}: {self.message}"
 
 
-def sensitivity_floor(decision: Decision | None, tol: Tolerances) -> float | None:
-    """``tol.min_sensitivity`` when set, else the float student's ``Decision.min_sensitivity``
-    (None: no target sensitivity, so sensitivity is not gated)."""
+def sensitivity_floor(decision: Decision, tol: Tolerances) -> float | None:
+    """The float student's floor on sensitivity: ``tol.min_sensitivity`` when set, else its
+    ``Decision.min_sensitivity`` (None: no target sensitivity, or an argmax model, which is
+    gated on top-1 agreement instead)."""
+    if decision.positive_index is None:
+        return None
     if tol.min_sensitivity is not None:
         return tol.min_sensitivity
-    return None if decision is None else decision.min_sensitivity
+    return decision.min_sensitivity
 
 
 def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
@@ -69,7 +76,14 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
         out.append(fail("roc_auc", delta, tol.max_auc_delta,
                         f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
                         f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
+    if acc.get("positive_index", 1) is None:
+        agree = acc.get("argmax_agreement_vs_student")
+        if agree is None or not agree >= tol.min_top1_agreement:
+            out.append(fail("top1_agreement", agree, tol.min_top1_agreement,
+                            f"top-1 agreement with the float student "
+                            f"{'n/a' if agree is None else format(agree, '.4f')} is below "
+                            f"{tol.min_top1_agreement:g}"))
+    elif floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
         out.append(fail("sensitivity", acc["sensitivity"], floor,
                         f"sensitivity {acc['sensitivity']:.4f} at threshold "
                         f"{acc['threshold']:.4g} is below {floor:g}"))

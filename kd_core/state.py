@@ -116,8 +116,10 @@ def load_state(path: Path, config_key: str, parts: Resumable) -> TrainState:
     if saved.get("config_key") != config_key:
         raise CheckpointError(f"{path}: was written by a run with a different configuration; "
                               "use another --out or pass --force to start over")
+    from kd_core.models import load_weights
+
     try:
-        parts.model.load_state_dict(saved["model"])
+        load_weights(parts.model, saved["model"])
         parts.optimizer.load_state_dict(saved["optimizer"])
         parts.scheduler.load_state_dict(saved["scheduler"])
         parts.sampler.set_state(saved["sampler_rng"])

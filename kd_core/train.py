@@ -32,7 +32,6 @@ def run(role: str, cfg: Config, out: Path, teacher_ckpt: Path | None = None,
     calibrated ``out/best.pth``. Bad input raises a ``kd_core.cli.BadInput`` before any work;
     a finished run with the same configuration is returned as it is."""
     from kd_core import trainer
-    from kd_core.checkpoint import positive_index
     from kd_core.engine import NonFiniteLossError, fit
     from kd_core.finalize import calibrate_and_save
 
@@ -47,7 +46,7 @@ def run(role: str, cfg: Config, out: Path, teacher_ckpt: Path | None = None,
     model = trainer.build_model(plan, len(data.labels))
     try:
         result = fit(model, trainer.make_step(plan, data), data.train, data.val, plan.rt,
-                     plan.fit_options(positive_index(data.labels)), out, plan.key, plan.record,
+                     plan.fit_options(data.positive_index), out, plan.key, plan.record,
                      resume=not force)
     except NonFiniteLossError as exc:
         raise NonFiniteLossError(f"{exc}; {out / 'last.pth'} keeps the last finished epoch; "

@@ -26,6 +26,7 @@ from kd_core.config import (
     TeacherConfig,
     TrainingConfig,
 )
+from kd_core.model_names import describe
 
 PROG = "python -m kd_core.train"
 
@@ -33,7 +34,8 @@ PROG = "python -m kd_core.train"
 def _data_args(p: argparse.ArgumentParser) -> None:
     d = DataConfig()
     p.add_argument("--data-dir", type=Path, required=True,
-                   help="HAM10000 folder (prepared on first use) or a prepared split folder")
+                   help="HAM10000 folder, image folder (<class>/*.jpg) or CSV file "
+                   "(path,label[,group]), prepared on first use; or a prepared split folder")
     p.add_argument("--prepared-dir", type=Path,
                    help="where splits and the image cache go (default: the user cache, "
                    "$EDGEKD_CACHE or ~/.cache/edgekd/prepared/<name>-<hash>)")
@@ -43,26 +45,33 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input, pixels")
     p.add_argument("--resize", choices=("squash", "center_crop"), default=d.resize,
                    help="how an image becomes a square")
-    p.add_argument("--target", choices=("mel", "dx"), default=d.target,
-                   help="mel: melanoma vs rest; dx: the 7 diagnoses")
+    p.add_argument("--target", choices=("auto", "mel", "dx"), default=d.target,
+                   help="auto: HAM10000 melanoma vs rest, other data every class (argmax); "
+                   "HAM10000 only: mel (melanoma vs rest) or dx (the 7 diagnoses)")
+    p.add_argument("--positive", metavar="CLASS",
+                   help="a binary task: CLASS vs rest, with a decision threshold set for "
+                   "--target-sensitivity (default: every class, decided by argmax; HAM10000: mel)")
     p.add_argument("--balanced-sampler", action="store_true", help="class-balanced batches")
 
 
 def _model_args(p: argparse.ArgumentParser, role: str, kd: bool) -> None:
     t = TeacherConfig()
     if role == "teacher":
-        p.add_argument("--architecture", default=t.architecture, help="teacher architecture")
+        p.add_argument("--architecture", default=t.architecture,
+                       help=f"teacher architecture: {describe()}")
     else:
         p.add_argument("--teacher-ckpt", type=Path, help="teacher checkpoint (its best.pth)")
         p.add_argument("--student-arch", default=StudentConfig().architecture,
-                       help="student architecture")
+                       help="student architecture (the same choice as the teacher's)")
     if role == "student" and kd:
         k = KDConfig()
         p.add_argument("--temperature", type=float, default=k.temperature,
                        help="KD temperature T (> 0)")
         p.add_argument("--alpha", type=float, default=k.alpha,
                        help="weight of the KD term, 0 to 1; 0 trains without a teacher")
-    p.add_argument("--pretrained", default=t.pretrained, help="none | imagenet | PATH to weights")
+    p.add_argument("--pretrained", default=t.pretrained,
+                   help="none | imagenet (torchvision's, or timm's, downloaded once) | PATH to a "
+                   "state_dict (.pth or .safetensors)")
     p.add_argument("--loss", choices=("focal", "ce"), default=t.loss, help="hard-label loss")
     p.add_argument("--focal-gamma", type=float, default=t.focal_gamma, help="focal loss gamma")
     p.add_argument("--class-weighted", action="store_true", help="inverse-frequency weights")
@@ -123,7 +132,8 @@ def config_from_args(args: argparse.Namespace, role: str | None = None) -> Confi
     data = DataConfig(
         data_dir=str(args.data_dir),
         prepared_dir=str(args.prepared_dir) if args.prepared_dir else None,
-        metadata=args.metadata, target=args.target, image_size=args.image_size,
+        metadata=args.metadata, target=args.target, positive=args.positive,
+        image_size=args.image_size,
         resize=args.resize, seed=args.seed, cache=not args.no_cache,
         balanced_sampler=args.balanced_sampler, skip_corrupt=args.skip_corrupt,
     )

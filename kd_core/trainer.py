@@ -25,17 +25,17 @@ from kd_core.checkpoint import (
     is_calibrated,
     load_checkpoint,
     model_from_checkpoint,
-    positive_index,
 )
 from kd_core.config import Config, ConfigError, StudentConfig, TeacherConfig, check_training
 from kd_core.config import to_dict as config_dict
 from kd_core.data.dataset import Batches, load_images
-from kd_core.data.ham10000 import DataError, class_labels, load_split
+from kd_core.data.prepared import DataError, Task, load_split
 from kd_core.data.transforms import Preprocessing
 from kd_core.engine import FitOptions, StepFn
 from kd_core.io import check_output_dir
 from kd_core.losses import class_weights, distill_step, make_loss
-from kd_core.models import MODELS, create_model, get_spec, list_models
+from kd_core.model_names import describe
+from kd_core.models import create_model, get_spec, is_known
 from kd_core.runtime import Runtime, resolve_runtime
 from kd_core.state import read_state
 
@@ -55,6 +55,7 @@ class Plan:
     key: str  # hash of ``record`` without the device: what a resumed run must match
     teacher: nn.Module | None
     done: bool  # OUT/best.pth is already this run's finished, calibrated result
+    task: Task  # the labels and the positive class (None: argmax) the model is trained for
 
     @property
     def model_cfg(self) -> TeacherConfig | StudentConfig:
@@ -68,7 +69,7 @@ class Plan:
     def best_path(self) -> Path:
         return self.out / "best.pth"
 
-    def fit_options(self, positive: int) -> FitOptions:
+    def fit_options(self, positive: int | None) -> FitOptions:
         t = self.cfg.training
         assert t.lr is not None
         return FitOptions(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
@@ -90,12 +91,16 @@ def plan_run(role: str, cfg: Config, out: Path, teacher_ckpt: Path | None,
     check_training(cfg, role)
     mcfg = cfg.teacher if role == "teacher" else cfg.student
     flag = "--architecture" if role == "teacher" else "--student-arch"
-    if mcfg.architecture not in MODELS:
-        raise ConfigError(f"{flag} {mcfg.architecture!r} is not a registered architecture; "
-                          f"choose one of {', '.join(list_models())}")
+    if not is_known(mcfg.architecture):
+        raise ConfigError(f"{flag} {mcfg.architecture!r} is not a known architecture; "
+                          f"use {describe()}")
+    unfit = get_spec(mcfg.architecture).check_size(cfg.data.image_size)
+    if unfit:
+        raise ConfigError(f"--image-size {cfg.data.image_size}: {unfit}")
     _check_pretrained(mcfg.pretrained, mcfg.architecture)
-    if cfg.data.data_dir is None or not Path(cfg.data.data_dir).is_dir():
+    if cfg.data.data_dir is None or not Path(cfg.data.data_dir).exists():
         raise DataError(f"--data-dir {cfg.data.data_dir}: data folder not found")
+    task = plan_task(cfg)
     check_output_dir(out)
     rt = resolve_runtime(cfg.training.device, cfg.training.amp, cfg.training.channels_last)
     spec = get_spec(mcfg.architecture)
@@ -106,14 +111,25 @@ def plan_run(role: str, cfg: Config, out: Path, teacher_ckpt: Path | None,
     record = {**config_dict(cfg), "role": role,
               "teacher_ckpt": str(teacher_ckpt) if teacher_ckpt else None}
     key = run_key(record)
-    teacher = load_teacher(role, cfg, teacher_ckpt, rt)
+    teacher = load_teacher(role, cfg, teacher_ckpt, rt, task)
     done = _check_resumable(out, key, record, force)
-    return Plan(role, cfg, out, force, rt, record, key, teacher, done)
+    return Plan(role, cfg, out, force, rt, record, key, teacher, done, task)
+
+
+def plan_task(cfg: Config) -> Task:
+    """The task (labels, positive class) of ``cfg.data`` on its data, found without preparing."""
+    from kd_core.data.prepared import task_for
+    from kd_core.data.sources import source_info
+
+    d = cfg.data
+    info = source_info(Path(str(d.data_dir)), Path(d.prepared_dir) if d.prepared_dir else None,
+                       d.metadata)
+    return task_for(info, d.target, d.positive)
 
 
 def _check_pretrained(pretrained: str, arch: str) -> None:
     if pretrained in ("none", "imagenet"):
-        if pretrained == "imagenet" and get_spec(arch).torchvision_weights is None:
+        if pretrained == "imagenet" and get_spec(arch).imagenet is None:
             raise ConfigError(f"--pretrained imagenet: {arch} has no ImageNet weights; use none")
         return
     if not Path(pretrained).is_file():
@@ -157,7 +173,8 @@ def _check_resumable(out: Path, key: str, record: dict[str, Any], force: bool) -
     return is_calibrated(ckpt) and (out / "metrics.json").is_file()
 
 
-def load_teacher(role: str, cfg: Config, path: Path | None, rt: Runtime) -> nn.Module | None:
+def load_teacher(role: str, cfg: Config, path: Path | None, rt: Runtime, task: Task
+                 ) -> nn.Module | None:
     """The frozen, eval-mode teacher for KD (None without KD), checked against the student:
     same labels, same preprocessing."""
     if role != "student" or cfg.kd.alpha == 0:
@@ -166,10 +183,10 @@ def load_teacher(role: str, cfg: Config, path: Path | None, rt: Runtime) -> nn.M
         raise ConfigError("--teacher-ckpt is required for KD (or pass --alpha 0 to train the "
                           "student without a teacher)")
     ckpt = load_checkpoint(path)
-    labels = class_labels(cfg.data.target)
+    labels = list(task.labels)
     if len(ckpt["labels"]) != len(labels):
         raise CheckpointError(f"{path}: teacher has {ckpt['num_classes']} classes, the student "
-                              f"is trained for {len(labels)}; use the same --target")
+                              f"is trained for {len(labels)}; use the same --target/--positive")
     if ckpt["labels"] != labels:
         raise CheckpointError(f"{path}: teacher labels {ckpt['labels']} differ from the "
                               f"student's {labels}")
@@ -193,6 +210,7 @@ class TrainData:
 
     prep: Preprocessing
     labels: list[str]
+    positive_index: int | None  # None: decided by argmax
     prepared: Path
     dataset: str  # display name: "HAM10000", "synthetic demo data"
     train: Batches
@@ -202,19 +220,24 @@ class TrainData:
 
 def load_data(plan: Plan) -> TrainData:
     """Prepare (or reuse) the splits and hold every split in memory at training size."""
-    from kd_core.data.sources import dataset_name, resolve_prepared
+    from kd_core.data.prepared import data_info, task_for
+    from kd_core.data.sources import resolve_prepared
 
-    d, t = plan.cfg.data, plan.cfg.training
+    d, t, task = plan.cfg.data, plan.cfg.training, plan.task
     prepared = resolve_prepared(
         Path(str(d.data_dir)), Path(d.prepared_dir) if d.prepared_dir else None, seed=d.seed,
         verbose=plan.rt.is_main, metadata=d.metadata, skip_corrupt=d.skip_corrupt,
         images_dir=Path(d.images_dir) if d.images_dir else None, split=d.split)
-    labels = class_labels(d.target)
+    info = data_info(prepared)
+    if task_for(info, d.target, d.positive) != task:
+        raise DataError(f"{prepared}: its splits hold classes {', '.join(info.classes)}, not "
+                        f"those of --data-dir {d.data_dir}; pass another --prepared-dir")
+    labels = list(task.labels)
     batches = {}
     for split in ("train", "val", "holdout"):
         data = load_split(prepared, split)
-        y = torch.from_numpy(data.labels_for(d.target))
-        _check_split_labels(prepared, split, y, labels)
+        y = torch.from_numpy(data.labels_for(labels, task.positive_index))
+        _check_split_labels(prepared, split, y, labels, task.positive_index)
         x = load_images(data.paths, plan.prep, prepared / "cache" if d.cache else None,
                         desc=f"loading {split}")
         train = split == "train"
@@ -223,21 +246,26 @@ def load_data(plan: Plan) -> TrainData:
             device=plan.rt.device, train=train, seed=t.seed,
             balanced=train and d.balanced_sampler,
             max_batches=t.max_steps_per_epoch if train else None)
-    return TrainData(plan.prep, labels, prepared, dataset_name(prepared), **batches)
+    return TrainData(plan.prep, labels, task.positive_index, prepared, info.name, **batches)
 
 
-def _check_split_labels(prepared: Path, split: str, y: torch.Tensor, labels: list[str]) -> None:
+def _check_split_labels(prepared: Path, split: str, y: torch.Tensor, labels: list[str],
+                        pos: int | None) -> None:
     file = prepared / f"{split}_data.csv"
     counts = torch.bincount(y, minlength=len(labels))
     if split == "train" and (counts == 0).any():
         empty = [labels[i] for i in range(len(labels)) if counts[i] == 0]
         raise DataError(f"{file}: class(es) {', '.join(empty)} are empty")
-    pos = positive_index(labels)
-    if split != "train" and not 0 < int(counts[pos]) < len(y):
-        what = "validation" if split == "val" else "holdout"
-        raise DataError(f"{file}: the {what} split needs both melanoma and other images (it has "
-                        f"{int(counts[pos])} melanoma of {len(y)}), so ROC-AUC, early stopping "
-                        "and the threshold are undefined")
+    if split == "train":
+        return
+    what = "validation" if split == "val" else "holdout"
+    if pos is None and int((counts > 0).sum()) < 2:
+        raise DataError(f"{file}: the {what} split needs images of at least 2 classes, so "
+                        "ROC-AUC and early stopping are defined")
+    if pos is not None and not 0 < int(counts[pos]) < len(y):
+        raise DataError(f"{file}: the {what} split needs both {labels[pos]} and other images "
+                        f"(it has {int(counts[pos])} {labels[pos]} of {len(y)}), so ROC-AUC, "
+                        "early stopping and the threshold are undefined")
 
 
 def start(plan: Plan) -> None:

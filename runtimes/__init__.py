@@ -167,6 +167,14 @@ def host_device() -> str:
     return f"{model} ({os.cpu_count()} logical cores)"
 
 
+def runtime_label(fmt: str) -> str:
+    """The human name of ``fmt``'s runtime (for a row whose artefact did not load)."""
+    try:
+        return get_runtime(fmt).label
+    except KeyError:
+        return f"no runtime for {fmt}"
+
+
 def load_runner(entry: ManifestEntry | Mapping[str, Any], root: Path, threads: int = 1
                 ) -> Runner:
     """Load the artefact a manifest entry describes (its ``path`` relative to ``root``). A
@@ -197,4 +205,5 @@ __all__ = [
     "list_runtimes",
     "load_runner",
     "register_runtime",
+    "runtime_label",
 ]

@@ -190,7 +190,8 @@ def synced(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
     apps = tmp_path_factory.mktemp("apps")
     dest = {"android": apps / "android_assets", "ios": apps / "ios_model"}
-    both = [str(export_dir), "--android", str(dest["android"]), "--ios", str(dest["ios"])]
+    both = [str(export_dir), "--android", str(dest["android"]), "--ios", str(dest["ios"]),
+            "--no-web"]
     assert sync_main([*both, "--no-ios"]) == 2  # never benchmarked: refused
     entry = next(e for e in load_manifest(export_dir).artifacts if e.format == "tflite")
     record_verdicts(export_dir, [GateVerdict(entry.name, "pass", entry.sha256 or "",

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EARLIER = '{"meta": {}, "rows": []}\n'
 CLIS = ("benchmarks.run", "benchmarks.pipeline", "benchmarks.report", "benchmarks.android",
         "benchmarks.latency", "benchmarks.studies.int8_speed", "benchmarks.studies.export_check",
-        "benchmarks.studies.train_speed")
+        "benchmarks.studies.train_speed", "benchmarks.browser")
 
 
 @pytest.fixture()

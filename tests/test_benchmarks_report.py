@@ -48,6 +48,27 @@ def test_deployment_table_has_every_row_and_the_gate_verdicts() -> None:
     assert phone[9].strip() == "-0.0124"
 
 
+def test_browser_row_follows_the_phone_rows() -> None:
+    """benchmarks.browser's row (location browser) is in the deployment table, after the phones',
+    with its 1-thread latency, its ROC-AUC against the float student's, and no gate verdict."""
+    results = json.loads(FIXTURE.read_text())
+    host = next(r for r in results["rows"] if r["name"] == "mobilenet_v3_small_tflite_int8")
+    browser = {**host, "name": "mobilenet_v3_small_tflite_int8_float_io",
+               "precision": "int8_float_io", "runtime": "LiteRT.js 2.5.3 WASM",
+               "device": "Chromium 156 on test CPU", "location": "browser",
+               "latency": {"1": {"p50_ms": 4.0, "p90_ms": 4.5, "p99_ms": 5.0, "mean_ms": 4.1,
+                                 "runs": 200}}, "accuracy": {"roc_auc": 0.8701, "ece": 0.021}}
+    results["rows"].insert(0, browser)  # merged first: still listed after host and phone rows
+    lines = deployment_table(results).splitlines()
+    assert len(lines) == 2 + len(results["rows"])
+    assert "| android: " in lines[-2]
+    cells = [c.strip() for c in lines[-1].split("|")[1:-1]]
+    assert cells[:5] == ["mobilenet_v3_small_tflite_int8_float_io", "tflite", "int8_float_io",
+                         "LiteRT.js 2.5.3 WASM", "browser: Chromium 156 on test CPU"]
+    assert cells[6:] == ["4.00 / -", "0.870", "-0.0113", "0.021", "-",  # the same INT8 graph:
+                         "failed (features.0.0 (accuracy), features.4.block.1.0 (speed))"]
+
+
 def test_report_is_deterministic_and_complete(results_dir: Path) -> None:
     logits = np.array([[1, 0], [0, 1], [0.5, 0.2], [0.1, 0.3], [2, 0], [0, 0.1]], dtype=float)
     arrays = {"y_pos": np.array([0, 1, 0, 1, 0, 0]),

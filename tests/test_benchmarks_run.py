@@ -171,13 +171,16 @@ def test_coreml_is_skipped_phone_rows_are_kept_and_an_empty_gate_fails(
              "runtime": "ONNX Runtime perf_test", "device": "Pixel", "location": "android",
              "size_bytes": 1, "status": "ok", "latency": {}, "load_ms": None,
              "peak_memory_mb": None}
-    (out / "results.json").write_text(json.dumps({"meta": {}, "rows": [phone]}))
+    browser = {**phone, "runtime": "LiteRT.js 2.5.3 WASM", "device": "Chromium 156",
+               "location": "browser"}  # benchmarks.browser's row
+    (out / "results.json").write_text(json.dumps({"meta": {"browser": {"n": 2}},
+                                                  "rows": [phone, browser]}))
     assert main(argv(models, arts, synth_prepared, out, "--no-latency", "--limit", "40")) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["n"] == 40
     assert data["gate"]["skipped"] == [{"name": "tiny_mobilenet_coreml_fp16",
                                         "reason": "needs macOS"}]
-    assert data["rows"][-1] == phone
+    assert data["rows"][-2:] == [phone, browser] and data["meta"]["browser"] == {"n": 2}
     assert "skipped (needs macOS)" in (out / "results.md").read_text()
     assert set(read_verdicts(arts)) == {"tiny_mobilenet_onnx_fp32"}  # skipped: not gated
     capsys.readouterr()

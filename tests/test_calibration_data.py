@@ -61,10 +61,19 @@ def test_calibration_from_plain_and_ham_folders(prepared: Path, tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO")
     folder = write_image_folder(tmp_path / "imgs", n=10)
+    # Class sub-folders: an image-folder dataset, balanced over its train split.
     calib = load_calibration(folder, Preprocessing(size=32), ["a", "b"], n=6, seed=0,
                              allow_few=True)
-    assert calib.class_counts is None and calib.kind == "folder" and len(calib) == 6
+    assert calib.kind == "imagefolder" and calib.class_counts == {"a": 3, "b": 3}
     assert all(i.startswith(("a/", "b/")) for i in calib.image_ids)
+    # Images without class folders: sampled without labels.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for f in [*folder.rglob("*.png"), *folder.rglob("*.jpg")]:
+        f.rename(plain / f"{f.parent.name}_{f.name}")
+    calib = load_calibration(plain, Preprocessing(size=32), ["a", "b"], n=6, seed=0,
+                             allow_few=True)
+    assert calib.class_counts is None and calib.kind == "folder" and len(calib) == 6
     assert "without class balance" in caplog.text
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
     data = json.loads((prepared / "split_metadata.json").read_text())["data_dir"]
@@ -73,7 +82,7 @@ def test_calibration_from_plain_and_ham_folders(prepared: Path, tmp_path: Path,
     assert ham.kind == "ham10000"
     assert list((tmp_path / "cache" / "prepared").glob("*/train_data.csv"))
     with pytest.raises(CalibrationDataError, match="not a folder"):
-        load_calibration(folder / "a" / "img_001.png", Preprocessing(size=32), ["a"], 4,
+        load_calibration(plain / "a_img_001.png", Preprocessing(size=32), ["a"], 4,
                          allow_few=True)
 
 

@@ -97,7 +97,7 @@ BAD: list[tuple[str, Mutation, str]] = [
     ("weight shape", _weight(lambda t: torch.zeros(3, 3)), "weights do not fit tiny_mobilenet"),
     ("weight nan", _weight(lambda t: torch.full_like(t, math.nan)), "holds NaN or infinite"),
     ("weight missing", lambda c: c["state_dict"].popitem(), "weights do not fit"),
-    ("arch unknown", _set("arch", "resnet9000"), "arch 'resnet9000' is not a registered"),
+    ("arch unknown", _set("arch", "resnet9000"), "arch 'resnet9000' is not a known architecture"),
     ("arch int", _set("arch", 5), "arch must be an architecture name"),
     ("positive index", _set("positive_index", 7), "positive_index must be 0..1"),
     ("target", _set("target_sensitivity", 2), "target_sensitivity must be in (0, 1]"),

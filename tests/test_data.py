@@ -223,7 +223,7 @@ def test_resolve_prepared_uses_the_cache_and_names_the_dataset(
     for name in CSV_FILES:
         assert (out / name).read_bytes() == (synth_prepared / name).read_bytes(), name
     assert dataset_name(out) == "synthetic demo data"
-    with pytest.raises(DataError, match="neither a prepared split folder"):
+    with pytest.raises(DataError, match="not a data source: expected a prepared split folder"):
         resolve_prepared(tmp_path)
 
 

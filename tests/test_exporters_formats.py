@@ -28,8 +28,8 @@ from runtimes import load_runner
 SIZE = 32
 FP32_TOL = 1e-4
 EXPECTED = {f"tiny_mobilenet_{n}" for n in (
-    "tflite_fp32", "tflite_int8", "executorch_fp32", "executorch_int8", "coreml_fp16",
-    "coreml_w8", "coreml_w8a8", "onnx_fp32", "onnx_int8")}
+    "tflite_fp32", "tflite_int8", "tflite_int8_float_io", "executorch_fp32", "executorch_int8",
+    "coreml_fp16", "coreml_w8", "coreml_w8a8", "onnx_fp32", "onnx_int8")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,7 +142,7 @@ def test_manifest_describes_each_artefact(run: dict[str, Any]) -> None:
         assert e["source_checkpoint_sha256"] == ckpt_sha and e["export_seconds"] > 0
         assert e["input"]["layout"] == {"tflite": "NHWC"}.get(e["format"], "NCHW")
         assert e["output"]["kind"] == ("probabilities" if e["format"] == "coreml" else "logits")
-        quantized = e["precision"] in ("int8", "w8", "w8a8")
+        quantized = e["precision"] in ("int8", "int8_float_io", "w8", "w8a8")
         assert ("quantization_recipe" in e) == quantized and ("graph_report" in e) == quantized
         assert e["calibrated"] is True and e["target_sensitivity"] == 0.95
         runtime = e["verification"]["runtime"]

@@ -93,14 +93,15 @@ def test_recalibration_restores_sensitivity_of_shifted_int8_logits() -> None:
     shipped = Decision(("benign", "melanoma"), 1, 1.0,
                        threshold_for_sensitivity(y, softmax(float_logits)[:, 1], 0.95), 0.95)
     tol, floor = Tolerances(), shipped.min_sensitivity
-    ref = score(float_logits, val, shipped, {"roc_auc": 0, "ece": 1}, tol, floor).metrics
+    ref = score(float_logits, val, shipped, {"roc_auc": 0, "ece": 1}, float_logits, tol,
+                floor).metrics
     int8_logits = float_logits - np.array([0.0, 0.8])  # the positive class drifted down
-    before = score(int8_logits, val, shipped, ref, tol, floor)
+    before = score(int8_logits, val, shipped, ref, float_logits, tol, floor)
     assert floor is not None and before.metrics["sensitivity"] < floor
     assert any("sensitivity" in v for v in before.violations)
     decision = refit(int8_logits, val, shipped)
     assert decision.labels == shipped.labels and decision.target_sensitivity == 0.95
-    after = score(int8_logits, val, decision, ref, tol, floor)
+    after = score(int8_logits, val, decision, ref, float_logits, tol, floor)
     assert after.metrics["sensitivity"] >= 0.95
     assert after.metrics["roc_auc"] == pytest.approx(ref["roc_auc"])
     assert not any("sensitivity" in v or "roc_auc" in v for v in after.violations)
@@ -115,7 +116,7 @@ def _model_labelled(prepared: Path, ckpt: Path, out: Path, gap: float = 2.0) -> 
 
     from exporters.job import load_settings
     from kd_core.data.dataset import decode_images
-    from kd_core.data.ham10000 import load_split
+    from kd_core.data.prepared import load_split
     from kd_core.data.transforms import normalize
 
     shutil.copytree(prepared, out)
@@ -187,7 +188,7 @@ def _embedded(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_repair_never_reads_the_holdout_and_off_changes_nothing(setup: dict[str, Path]) -> None:
-    from kd_core.data.ham10000 import load_split
+    from kd_core.data.prepared import load_split
 
     holdout = {str(p) for p in load_split(setup["prepared"], "holdout").paths}
     opened: list[str] = []

@@ -16,10 +16,11 @@ import pytest
 from kd_core import cli
 from kd_core.ablation import build_parser as ablation_parser
 from kd_core.data.__main__ import build_parser as data_parser
+from kd_core.importer import build_parser as import_parser
 from kd_core.train_args import build_parser as train_parser
 
 REPO = Path(__file__).resolve().parents[1]
-CLIS = ("kd_core.train", "kd_core.data", "kd_core.ablation")
+CLIS = ("kd_core.train", "kd_core.data", "kd_core.ablation", "kd_core.checkpoint")
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -27,7 +28,7 @@ def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return [parser] + [p for s in subs for p in s.choices.values()]
 
 
-@pytest.mark.parametrize("build", [train_parser, data_parser, ablation_parser])
+@pytest.mark.parametrize("build", [train_parser, data_parser, ablation_parser, import_parser])
 def test_help_shows_every_default_and_the_exit_codes(
         build: Callable[[], argparse.ArgumentParser]) -> None:
     for parser in _commands(build()):

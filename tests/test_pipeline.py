@@ -41,7 +41,7 @@ def ran(out: str) -> set[str]:
     ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
     ("--image-size", "4", "--image-size must be an integer from 8 to"),  # the trainer's own rule
     ("--pretrained", "weights.pt", "--pretrained weights.pt: neither none, imagenet nor a file"),
-    ("--data-dir", "/nonexistent/ham", "--data-dir /nonexistent/ham: neither a HAM10000 folder"),
+    ("--data-dir", "/nonexistent/ham", "--data-dir /nonexistent/ham: not a HAM10000 folder"),
 ])
 def test_bad_arguments_fail_before_any_stage(tmp_path: Path, flag: str, value: str,
                                              message: str, capsys: pytest.CaptureFixture[str]

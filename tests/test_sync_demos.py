@@ -1,6 +1,7 @@
 """exporters.sync_demos on a generated export folder: the gate verdict travels with the artefact
 (refused unless it passed for its current bytes, or shipped marked "not parity-checked"), the
-training data's name, the choice of artefact, the trimmed manifest, one-line errors."""
+training data's name, the choice of artefact (the web demo's: float32 I/O only), the trimmed
+manifest, one-line errors."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from kd_core.io import sha256_file
 DECISION = Decision(("other", "melanoma"), 1, temperature=1.3, threshold=0.2)
 PREP = Preprocessing(size=32)
 NAMES = [("m_tflite_fp32", "tflite", "fp32"), ("m_tflite_int8", "tflite", "int8"),
+         ("m_tflite_int8_float_io", "tflite", "int8_float_io"),
          ("m_coreml_fp16", "coreml", "fp16"), ("m_coreml_w8", "coreml", "w8"),
          ("m_onnx_fp32", "onnx", "fp32")]
 
@@ -39,17 +41,20 @@ def _entry(out: Path, name: str, fmt: str, precision: str, dataset: str | None
     else:
         path = out / f"{name}.{fmt}"
         path.write_bytes(name.encode() * 10)
-    io = {"name": "x", "shape": [1, 3, 32, 32], "dtype": "float32", "quantization": None}
+    dtype, quant = ("int8", {"scale": 0.02, "zero_point": 0}) if precision == "int8" else \
+        ("float32", None)
+    io = {"name": "x", "shape": [1, 3, 32, 32], "dtype": dtype, "quantization": quant}
     return ManifestEntry(name=name, path=path.name, format=fmt, precision=precision, input=io,
-                         output={"name": "y", "shape": [1, 2], "dtype": "float32",
-                                 "quantization": None, "kind": "logits"},
+                         output={"name": "y", "shape": [1, 2], "dtype": dtype,
+                                 "quantization": quant, "kind": "logits"},
                          decision=DECISION, preprocessing=PREP, sha256=sha256_file(path),
                          dataset=dataset)
 
 
-def make_export(out: Path, dataset: str | None = "synthetic demo data") -> Path:
+def make_export(out: Path, dataset: str | None = "synthetic demo data",
+                names: list[tuple[str, str, str]] = NAMES) -> Path:
     out.mkdir()
-    entries = tuple(_entry(out, n, f, p, dataset) for n, f, p in NAMES)
+    entries = tuple(_entry(out, n, f, p, dataset) for n, f, p in names)
     write_manifest(Manifest(decision=DECISION, preprocessing=PREP, artifacts=entries,
                             dataset=dataset), out)
     return out
@@ -73,7 +78,8 @@ def export(tmp_path: Path) -> Path:
 
 def _sync(export: Path, tmp_path: Path, *extra: str) -> tuple[int, Path, Path]:
     android, ios = tmp_path / "assets", tmp_path / "ios"
-    code = main([str(export), "--android", str(android), "--ios", str(ios), *extra])
+    code = main([str(export), "--android", str(android), "--ios", str(ios), "--web",
+                 str(tmp_path / "web"), *extra])
     return code, android, ios
 
 
@@ -89,7 +95,7 @@ def test_never_benchmarked_export_is_refused_naming_the_gate(
     err = _one_line_error(capsys)
     assert code == 2
     assert "m_tflite_int8" in err and "gate status 'not run'" in err and "--allow-ungated" in err
-    assert not android.exists() and not ios.exists()
+    assert not android.exists() and not ios.exists() and not (tmp_path / "web").exists()
 
 
 def test_gated_export_is_copied_with_its_verdict_and_dataset(export: Path,
@@ -108,6 +114,11 @@ def test_gated_export_is_copied_with_its_verdict_and_dataset(export: Path,
     assert ios_entry.name == "m_coreml_w8"
     assert sha256_file(ios / ios_entry.path) == ios_entry.sha256
     assert sorted(p.name for p in android.iterdir()) == ["m_tflite_int8.tflite", MANIFEST_NAME]
+    web = load_manifest(tmp_path / "web")
+    (web_entry,) = web.artifacts  # LiteRT.js takes no int8 tensors: the float-I/O variant
+    assert web_entry.name == "m_tflite_int8_float_io" and web_entry.extra["gate"]["status"] == \
+        "pass"
+    assert sha256_file(tmp_path / "web" / web_entry.path) == web_entry.sha256
 
 
 def test_failed_artefact_is_refused(export: Path, tmp_path: Path,
@@ -203,5 +214,38 @@ def test_one_app_only(export: Path, tmp_path: Path,
     gate(export)
     code, android, ios = _sync(export, tmp_path, "--no-android")
     assert code == 0 and not android.exists() and (ios / MANIFEST_NAME).is_file()
-    assert _sync(export, tmp_path, "--no-android", "--no-ios")[0] == 2
+    assert _sync(export, tmp_path, "--no-android", "--no-ios", "--no-web")[0] == 2
     assert "nothing to do" in _one_line_error(capsys)
+
+
+def test_web_demo_gets_float_io_only(export: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    gate(export)
+    code, android, _ = _sync(export, tmp_path, "--web-artifact", "m_tflite_int8")
+    err = _one_line_error(capsys)
+    assert code == 2 and "m_tflite_int8 has input int8 and output int8" in err
+    assert "float32, int32, uint8" in err and not android.exists()
+    code = _sync(export, tmp_path, "--no-android", "--no-ios", "--web-artifact",
+                 "m_tflite_fp32")[0]
+    assert code == 0 and load_manifest(tmp_path / "web").artifacts[0].name == "m_tflite_fp32"
+    assert sorted(p.name for p in (tmp_path / "web").iterdir()) == [
+        "m_tflite_fp32.tflite", MANIFEST_NAME]  # the previous web model is gone
+
+
+def test_web_demo_falls_back_to_fp32_and_honours_the_gate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export = make_export(tmp_path / "old", names=[n for n in NAMES if n[2] != "int8_float_io"])
+    gate(export, m_tflite_fp32="fail")
+    code = _sync(export, tmp_path, "--no-android", "--no-ios")[0]
+    err = _one_line_error(capsys)
+    assert code == 2 and "m_tflite_fp32 failed the parity gate" in err
+    assert not (tmp_path / "web").exists()
+    assert _sync(export, tmp_path, "--no-android", "--no-ios", "--allow-ungated")[0] == 0
+    (entry,) = load_manifest(tmp_path / "web").artifacts
+    assert entry.name == "m_tflite_fp32" and entry.extra["gate"]["status"] == NOT_CHECKED
+    only_int8 = make_export(tmp_path / "int8", names=[NAMES[1]])
+    gate(only_int8)
+    assert _sync(only_int8, tmp_path / "x", "--no-android", "--no-ios")[0] == 2
+    err = _one_line_error(capsys)
+    assert "no tflite artefact of precision int8_float_io/fp32 for the web demo" in err
+    assert "--web-artifact NAME" in err

@@ -73,7 +73,7 @@ BAD_TEACHER = [
     (["--seed", "-1"], "--seed"),
     (["--device", "cuda:99"], "--device cuda:99"),
     (["--device", "tpu0"], "--device 'tpu0' is not a device"),
-    (["--architecture", "resnet9000"], "--architecture 'resnet9000' is not a registered"),
+    (["--architecture", "resnet9000"], "--architecture 'resnet9000' is not a known architecture"),
     (["--pretrained", "/no/such/weights.pth"], "--pretrained /no/such/weights.pth"),
 ]
 BAD_STUDENT = [

@@ -166,8 +166,9 @@ def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
 
 def parity(ckpt: Path, result: Any, out: Path, x: np.ndarray) -> list[dict[str, Any]]:
     """fp32 artefacts vs the float checkpoint; INT8 ones vs their own torch reference."""
-    from benchmarks.compat import checkpoint_entry, load_runner
     from kd_core.deploy import load_manifest
+    from runtimes import load_runner
+    from runtimes.torch_eager import checkpoint_entry
 
     manifest = load_manifest(out)
     float_logits = load_runner(checkpoint_entry(ckpt), ckpt.parent, 1).predict(x)

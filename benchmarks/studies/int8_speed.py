@@ -43,8 +43,8 @@ def time_interleaved(entries: list[Any], root: Path, threads: int, runs: int, wa
     (``exporters.int8.profile.time_interleaved``, the loop the exporters' speed plans use)."""
     import numpy as np
 
-    from benchmarks.compat import load_runner
     from exporters.int8.profile import time_interleaved as interleave
+    from runtimes import load_runner
 
     size = entries[0].preprocessing.size
     image = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
@@ -149,9 +149,10 @@ def parity_rows(ckpt: Path, manifest: Any, root: Path, images: Any, labels: Any,
                 formats: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Per artefact of ``formats``: ROC-AUC, its delta to the float model's, agreement of the
     shipped decisions, max |dlogit| (``kd_core.deploy.compare_outputs``)."""
-    from benchmarks.compat import checkpoint_entry, load_runner
     from kd_core.deploy import compare_outputs
     from kd_core.metrics import roc_auc
+    from runtimes import load_runner
+    from runtimes.torch_eager import checkpoint_entry
 
     ref_entry = checkpoint_entry(ckpt)
     ref = load_runner(ref_entry, ckpt.parent, 1).predict(images)

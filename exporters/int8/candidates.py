@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kd_core.metrics import evaluate_predictions
 from kd_core.parity import Tolerances, check_row
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ def float_logits(model: Any, images: np.ndarray) -> np.ndarray:
 class Scored:
     """Validation metrics of a candidate at a decision, and the gate's verdict on them."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     violations: tuple[str, ...]
 
     @property
@@ -98,37 +97,52 @@ class Scored:
         return not self.violations
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.metrics, "violations": list(self.violations), "passed": self.passed}
+        from kd_core.finalize import finite
+
+        return {**finite(self.metrics), "violations": list(self.violations),
+                "passed": self.passed}
 
 
-def metrics_row(logits: np.ndarray, val: ValidationSet, decision: Decision) -> dict[str, float]:
-    """What the gate reads, for ``logits`` at ``decision`` (which has a positive class)."""
-    assert decision.positive_index is not None
-    m = evaluate_predictions(logits, val.labels, decision.positive_index,
-                             threshold=decision.threshold, temperature=decision.temperature,
-                             bootstrap=0)
-    return {k: float(m[k]) for k in ("roc_auc", "sensitivity", "specificity", "ece",
-                                     "threshold", "temperature")}
+def metrics_row(logits: np.ndarray, val: ValidationSet, decision: Decision,
+                student_logits: np.ndarray) -> dict[str, Any]:
+    """What the gate reads of ``logits`` at ``decision`` (the metrics training reports,
+    ``kd_core.finalize.evaluate``); an argmax model also its top-1 agreement with the float
+    student's ``student_logits`` on the same images."""
+    from kd_core.deploy import compare_outputs
+    from kd_core.finalize import evaluate
+
+    pos = decision.positive_index
+    m = evaluate(logits, val.labels, list(decision.labels), pos, decision.threshold,
+                 decision.temperature, 0, 0)
+    keys = ("roc_auc", "ece", "threshold", "temperature") + (
+        ("sensitivity", "specificity") if pos is not None else ("accuracy",))
+    row = {k: m[k] for k in keys}
+    row["positive_index"] = pos
+    if pos is None:
+        agree = compare_outputs(logits, student_logits)["top1_agreement"]
+        row["argmax_agreement_vs_student"] = float(agree)
+    return row
 
 
-def score(logits: np.ndarray, val: ValidationSet, decision: Decision, ref: dict[str, float],
-          tol: Tolerances, floor: float | None) -> Scored:
+def score(logits: np.ndarray, val: ValidationSet, decision: Decision, ref: dict[str, Any],
+          student_logits: np.ndarray, tol: Tolerances, floor: float | None) -> Scored:
     """Metrics at ``decision`` and the gate's rule (``kd_core.parity.check_row``) against the
     float student's ``ref`` metrics on the same images, with sensitivity ``floor``."""
-    metrics = metrics_row(logits, val, decision)
+    metrics = metrics_row(logits, val, decision, student_logits)
     row = {"name": "candidate", "status": "ok", "accuracy": metrics}
     violations = check_row(row, {"accuracy": ref}, tol, floor)
     return Scored(metrics, tuple(v.message for v in violations))
 
 
 def refit(logits: np.ndarray, val: ValidationSet, decision: Decision) -> Decision:
-    """``decision`` with the artefact's own temperature and threshold, fitted on validation
-    (``kd_core.calibration.fit_decision``; its target sensitivity is the float model's)."""
-    from kd_core.calibration import fit_decision, fit_temperature
+    """``decision`` with the artefact's own temperature and threshold, fitted on validation as
+    training fits the float model's (``kd_core.finalize.fit_decision``, at the float model's
+    target sensitivity); the temperature alone for an argmax model or without a target."""
+    from kd_core.calibration import fit_temperature
+    from kd_core.finalize import fit_decision
 
-    assert decision.positive_index is not None
-    if decision.target_sensitivity is None:  # no threshold target: the temperature alone
+    if decision.positive_index is None or decision.target_sensitivity is None:
         return decision.with_calibration(fit_temperature(logits, val.labels), decision.threshold)
-    temperature, threshold = fit_decision(logits, val.labels, decision.positive_index,
-                                          decision.target_sensitivity)
-    return decision.with_calibration(temperature, threshold)
+    fitted = fit_decision(logits, val.labels, decision.positive_index,
+                          decision.target_sensitivity)
+    return decision.with_calibration(fitted["temperature"], fitted["threshold"])

@@ -3,11 +3,12 @@
 On the validation split only (``exporters.validation_data``; the holdout is never read), each
 candidate runs in its own runtime and is judged with the parity gate's rule
 (``kd_core.parity.check_row``, the floor ``kd_core.parity.sensitivity_floor`` of the checkpoint's
-decision) against the float student on the same images:
+decision; an argmax model: top-1 agreement) against the float student on the same images:
 
 0. as exported: if it passes, nothing changes (the artefact stays byte-identical);
-1. recalibrate: the artefact's own temperature and threshold (``kd_core.calibration.
-   fit_decision``, the checkpoint's target sensitivity), embedded in it and in its manifest entry;
+1. recalibrate: the artefact's own temperature and threshold (``kd_core.finalize.fit_decision``
+   at the checkpoint's target sensitivity; an argmax model: the temperature), embedded in it and
+   in its manifest entry;
 2. better calibration: ``MORE_CALIBRATION`` x the calibration images, then the recipe's other
    activation observer (``Int8Recipe.alt_observer``);
 3. mixed precision: sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top
@@ -71,7 +72,8 @@ class Ladder:
     stage: Path
     val: ValidationSet
     images: np.ndarray
-    ref: dict[str, float]
+    student: np.ndarray  # the float student's logits on ``images``
+    ref: dict[str, Any]
     tol: Tolerances
     floor: float | None
     budget_s: float
@@ -106,7 +108,8 @@ class Ladder:
                                   "error": f"{type(exc).__name__}: {exc}"})
             return False
         decision = refit(logits, self.val, cfg.decision)
-        scored = score(logits, self.val, decision, self.ref, self.tol, self.floor)
+        scored = score(logits, self.val, decision, self.ref, self.student, self.tol,
+                       self.floor)
         return self.consider(rung, detail, Candidate(int8, cfg, decision, scored),
                              time.monotonic() - clock)
 
@@ -121,18 +124,16 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     assert int8 is not None and int8.validation is not None
     val, decision = int8.validation, cfg.decision
     record: dict[str, Any] = {"mode": int8.repair, "validation": val.to_manifest()}
-    if decision.positive_index is None:
-        return arts, int8, {**record, "rung": "not applicable", "note": "a decision without a "
-                            "positive class has no sensitivity or threshold to repair"}
     images = val.normalized()
     tol = Tolerances()
     floor = sensitivity_floor(decision, tol)
-    ref = metrics_row(float_logits(model, images), val, decision)
+    student = float_logits(model, images)
+    ref = metrics_row(student, val, decision, student)
     budget = int8.repair_budget_min
-    ladder = Ladder(fmt, model, example, stage, val, images, ref, tol, floor,
+    ladder = Ladder(fmt, model, example, stage, val, images, student, ref, tol, floor,
                     float("inf") if budget is None else 60 * budget)
     logits = runtime_logits(arts[0], images)
-    before = score(logits, val, decision, ref, tol, floor)
+    before = score(logits, val, decision, ref, student, tol, floor)
     record.update(tolerances=tol.to_dict(), sensitivity_floor=floor, float_student=ref,
                   before=before.to_dict(), attempts=ladder.attempts)
     if before.passed:
@@ -158,8 +159,10 @@ def _climb(ladder: Ladder, cfg: ExportSettings, logits: np.ndarray) -> None:
     # Rung 1: the artefact's own decision; same graph, so no export unless it is kept.
     clock = time.monotonic()
     decision = refit(logits, ladder.val, cfg.decision)
-    scored = score(logits, ladder.val, decision, ladder.ref, ladder.tol, ladder.floor)
-    detail = f"T={decision.temperature:.4g}, threshold={decision.threshold:.4g}"
+    scored = score(logits, ladder.val, decision, ladder.ref, ladder.student, ladder.tol,
+                   ladder.floor)
+    detail = f"T={decision.temperature:.4g}" + (
+        "" if decision.threshold is None else f", threshold={decision.threshold:.4g}")
     if ladder.consider("recalibrate", detail, Candidate(int8, cfg, decision, scored),
                        time.monotonic() - clock) or int8.repair == "recalibrate":
         return

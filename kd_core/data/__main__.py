@@ -1,5 +1,6 @@
-"""``python -m kd_core.data {prepare,synth,eda}``: check and split HAM10000, write the synthetic
-stand-in, or plot a dataset."""
+"""``python -m kd_core.data {prepare,synth,eda}``: check and split a dataset (HAM10000, an image
+folder ``D/<class>/*.jpg`` or a CSV of ``path,label[,group]``), write the synthetic stand-in, or
+plot a HAM10000 dataset."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from kd_core import cli
 
 
 def _add_prepare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True,
-                   help="HAM10000 folder: metadata CSV plus HAM10000_images_part_1/2 or images/")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data-dir", type=Path,
+                     help="HAM10000 folder (metadata CSV plus HAM10000_images_part_1/2 or "
+                     "images/), or an image folder: one sub-folder of images per class")
+    src.add_argument("--csv", type=Path,
+                     help="CSV file with a header row path,label[,group]; paths relative to the "
+                     "CSV's folder; images of one group (patient, lesion) stay in one split")
     p.add_argument("--out", type=Path, required=True, help="folder for the prepared CSVs")
     p.add_argument("--metadata", default="HAM10000_metadata.csv",
                    help="metadata file name inside --data-dir (or a path)")
     p.add_argument("--images-dir", type=Path, default=None,
-                   help="image folder, if not one of the standard ones inside --data-dir")
+                   help="HAM10000 image folder, if not one of the standard ones in --data-dir")
     p.add_argument("--seed", type=int, default=42, help="split seed")
     p.add_argument("--force", action="store_true", help="re-split even if the splits match")
     p.add_argument("--skip-corrupt", action="store_true",
@@ -48,17 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m kd_core.data", __doc__)
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_prepare(cli.add_command(sub, "prepare", "check the data and write lesion-aware splits"))
+    _add_prepare(cli.add_command(sub, "prepare", "check the data and write group-aware splits"))
     _add_synth(cli.add_command(sub, "synth", "write the synthetic default dataset"))
     _add_eda(cli.add_command(sub, "eda", "plots of a HAM10000-layout dataset"))
     return parser
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from kd_core.data.ham10000 import prepare
+    from kd_core.data.sources import prepare_source
 
-    prepare(args.data_dir, args.out, seed=args.seed, force=args.force, metadata=args.metadata,
-            images_dir=args.images_dir, skip_corrupt=args.skip_corrupt)
+    prepare_source(args.csv or args.data_dir, args.out, seed=args.seed, force=args.force,
+                   metadata=args.metadata, images_dir=args.images_dir,
+                   skip_corrupt=args.skip_corrupt)
     return cli.EXIT_OK
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import os
 from collections import Counter
@@ -19,19 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from kd_core.cli import BadInput
+from kd_core.data.prepared import DX_CLASSES as DX_CLASSES
+from kd_core.data.prepared import MEL_CLASSES as MEL_CLASSES
+from kd_core.data.prepared import SPLIT_FILES as SPLIT_FILES
+from kd_core.data.prepared import DataError as DataError
+from kd_core.data.prepared import SplitData as SplitData
+from kd_core.data.prepared import is_prepared_dir as is_prepared_dir
+from kd_core.data.prepared import load_split as load_split
+from kd_core.data.prepared import reusable, write_splits
+from kd_core.data.prepared import split_data_dir as split_data_dir
 from kd_core.data.splits import SPLITS, check_split, split_lesions
 from kd_core.data.transforms import ImageError, load_rgb
-from kd_core.io import atomic_write_text, thread_pool
+from kd_core.io import thread_pool
 
 log = logging.getLogger(__name__)
 
-# The class names, in one place: the 7 HAM10000 diagnoses (``--target dx``) and melanoma vs rest
-# (``--target mel``). Checkpoints, manifests and the apps carry these as their labels.
-DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-MEL_CLASSES = ("other", "melanoma")
+# The class names live in kd_core.data.prepared (every prepared folder's reader needs them).
 TARGETS = {"mel": MEL_CLASSES, "dx": DX_CLASSES}
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 IMAGE_FOLDERS = (
@@ -44,7 +46,6 @@ IMAGE_FOLDERS = (
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 PREPARED_FILES = ("labeled_ham10000.csv", "train_data.csv", "val_data.csv", "holdout_data.csv")
-SPLIT_FILES = {"train": "train_data.csv", "val": "val_data.csv", "holdout": "holdout_data.csv"}
 PREP_VERSION = 1
 
 
@@ -55,35 +56,12 @@ def class_labels(target: str) -> list[str]:
     return list(TARGETS[target])
 
 
-class DataError(BadInput):
-    """Bad input data; the message names the file or row and the problem."""
-
-
 @dataclass(frozen=True)
 class Metadata:
     path: Path
     columns: list[str]
     rows: list[dict[str, str]]
     sha256: str
-
-
-@dataclass(frozen=True)
-class SplitData:
-    image_ids: list[str]
-    paths: list[Path]
-    targets: np.ndarray  # int64, 1 = melanoma
-    dx: list[str]
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def labels_for(self, target: str) -> np.ndarray:
-        """Class indices: "mel" -> melanoma vs rest (0/1); "dx" -> index into DX_CLASSES."""
-        if target == "mel":
-            return self.targets
-        if target == "dx":
-            return np.array([DX_CLASSES.index(d) for d in self.dx], dtype=np.int64)
-        raise ValueError(f"target must be 'mel' or 'dx', got {target!r}")
 
 
 def read_metadata(path: Path) -> Metadata:
@@ -182,12 +160,16 @@ def check_images(paths: list[Path], workers: int | None = None) -> dict[Path, st
     return {p: r for p, r in zip(paths, results, strict=True) if r is not None}
 
 
-def _csv_text(columns: list[str], rows: list[dict[str, str]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+def usable_images(paths: list[Path], skip_corrupt: bool) -> dict[Path, str]:
+    """``check_images``; any unusable image is a ``DataError`` naming it, unless
+    ``skip_corrupt`` (then the unusable ones are returned, to be skipped)."""
+    bad = check_images(paths)
+    if bad and not skip_corrupt:
+        listed = "; ".join(f"{p}: {why}" for p, why in list(bad.items())[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them): "
+                        f"{listed}{more}")
+    return bad
 
 
 def _counts(rows: list[dict[str, str]]) -> dict[str, object]:
@@ -200,17 +182,6 @@ def _counts(rows: list[dict[str, str]]) -> dict[str, object]:
         "prevalence": round(pos / n, 6) if n else 0.0,
         "dx": dict(sorted(Counter(r["dx"] for r in rows).items())),
     }
-
-
-def _reusable(out: Path, params: dict[str, object]) -> bool:
-    meta = out / "split_metadata.json"
-    if not meta.is_file() or not all((out / f).is_file() for f in PREPARED_FILES):
-        return False
-    try:
-        old = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return all(old.get(k) == v for k, v in params.items())
 
 
 def prepare(
@@ -240,7 +211,7 @@ def prepare(
         "data_dir": str(data_dir),
         "images_dir": str(images_dir.resolve()) if images_dir else None,
     }
-    if not force and _reusable(out, params):
+    if not force and reusable(out, params, PREPARED_FILES):
         log.log(level, "reusing splits in %s (same metadata sha256, seed and fractions)", out)
         return out
     rows, skipped = _usable_rows(meta, data_dir, images_dir, skip_corrupt)
@@ -253,7 +224,8 @@ def prepare(
     by_split = {s: [r for r, a in zip(rows, assignment, strict=True) if a == s] for s in SPLITS}
     summary = {**params, "metadata_file": meta.path.name, "skipped": skipped,
                "counts": {"all": _counts(rows), **{s: _counts(r) for s, r in by_split.items()}}}
-    _write_splits(out, [*meta.columns, "image_path", "target"], rows, by_split, summary)
+    write_splits(out, "labeled_ham10000.csv", [*meta.columns, "image_path", "target"], rows,
+                 by_split, summary)
     c: dict[str, Any] = summary["counts"]  # type: ignore[assignment]
     log.log(level, "prepared %s in %s", ", ".join(
         f"{s} {c[s]['images']} images / {c[s]['lesions']} lesions / "
@@ -265,12 +237,7 @@ def _usable_rows(meta: Metadata, data_dir: Path, images_dir: Path | None, skip_c
                  ) -> tuple[list[dict[str, str]], list[str]]:
     """Rows whose image decodes as RGB (with ``image_path`` and ``target``), and skipped ids."""
     paths = find_images(data_dir, [r["image_id"] for r in meta.rows], images_dir)
-    bad = check_images(list(paths.values()))
-    if bad and not skip_corrupt:
-        listed = "; ".join(f"{p}: {why}" for p, why in list(bad.items())[:5])
-        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise DataError(f"{len(bad)} unusable image(s) (pass --skip-corrupt to skip them): "
-                        f"{listed}{more}")
+    bad = usable_images(list(paths.values()), skip_corrupt)
     rows, skipped = [], []
     for row in meta.rows:
         path = paths[row["image_id"]]
@@ -282,15 +249,6 @@ def _usable_rows(meta: Metadata, data_dir: Path, images_dir: Path | None, skip_c
     return rows, skipped
 
 
-def _write_splits(out: Path, columns: list[str], rows: list[dict[str, str]],
-                  by_split: dict[str, list[dict[str, str]]], summary: dict[str, Any]) -> None:
-    atomic_write_text(out / "labeled_ham10000.csv", _csv_text(columns, rows))
-    for name, split_rows in by_split.items():
-        atomic_write_text(out / SPLIT_FILES[name], _csv_text(columns, split_rows))
-    # Written last: its presence marks a complete preparation.
-    atomic_write_text(out / "split_metadata.json", json.dumps(summary, indent=2) + "\n")
-
-
 def _check_classes(rows: list[dict[str, str]], path: Path) -> None:
     pos = sum(1 for r in rows if r["target"] == "1")
     if pos == 0:
@@ -299,47 +257,5 @@ def _check_classes(rows: list[dict[str, str]], path: Path) -> None:
         raise DataError(f"{path}: the non-melanoma class is empty (every row is mel)")
 
 
-def is_prepared_dir(path: Path) -> bool:
-    path = Path(path)
-    return (path / "split_metadata.json").is_file() and all(
-        (path / f).is_file() for f in SPLIT_FILES.values()
-    )
-
-
 def is_ham10000_dir(path: Path, metadata: str = "HAM10000_metadata.csv") -> bool:
     return (Path(path) / metadata).is_file()
-
-
-def load_split(prepared_dir: Path, split: str) -> SplitData:
-    """Read one prepared split; image paths are resolved against the recorded data folder."""
-    prepared_dir = Path(prepared_dir)
-    if split not in SPLIT_FILES:
-        raise ValueError(f"split must be one of {list(SPLIT_FILES)}, got {split!r}")
-    meta_path = prepared_dir / "split_metadata.json"
-    if not meta_path.is_file():
-        raise DataError(
-            f"{prepared_dir}: not a prepared folder (no split_metadata.json); "
-            "run `python -m kd_core.data prepare` first"
-        )
-    data_dir = split_data_dir(prepared_dir)
-    path = prepared_dir / SPLIT_FILES[split]
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        return SplitData(
-            image_ids=[r["image_id"] for r in rows],
-            paths=[data_dir / r["image_path"] for r in rows],
-            targets=np.array([int(r["target"]) for r in rows], dtype=np.int64),
-            dx=[r["dx"] for r in rows],
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: unreadable split file ({type(exc).__name__}: {exc})") from None
-
-
-def split_data_dir(prepared_dir: Path) -> Path:
-    """The raw data folder a prepared split folder was made from (as recorded)."""
-    meta_path = Path(prepared_dir) / "split_metadata.json"
-    try:
-        return Path(json.loads(meta_path.read_text(encoding="utf-8"))["data_dir"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{meta_path}: unreadable split metadata ({exc})") from None

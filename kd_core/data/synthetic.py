@@ -36,6 +36,7 @@ import numpy as np
 
 from kd_core.cli import BadInput
 from kd_core.data.ham10000 import DX_CLASSES
+from kd_core.data.prepared import SYNTHETIC_MARKER
 from kd_core.data.synthetic_look import Lesion, pick, render, sample_lesion
 from kd_core.io import atomic_path
 
@@ -58,7 +59,7 @@ DX_TYPE = {"nv": {"follow_up": 0.55, "histo": 0.37, "consensus": 0.08},
 COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 METADATA = "HAM10000_metadata.csv"
 PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
-MARKER = "synthetic.json"
+MARKER = SYNTHETIC_MARKER  # the file that marks a generated dataset (kd_core.data.prepared)
 GENERATOR_VERSION = 1  # bump whenever the output for given parameters changes
 JPEG_QUALITY = 90
 
