@@ -160,27 +160,29 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "model_labelled": _model_labelled(prepared, off, root / "model_labelled")}
 
 
-def _export(setup: dict[str, Path], name: str, *extra: str, ckpt: str = "ckpt"
-            ) -> dict[str, Any]:
-    """The one INT8 ONNX entry of an export (plus ``file_sha256`` and ``out``)."""
+def _export(setup: dict[str, Path], name: str, *extra: str, ckpt: str = "ckpt",
+            fmt: str = "onnx") -> dict[str, Any]:
+    """The INT8 entry of a one-format export (plus ``file_sha256``, ``out`` and the other
+    entries under ``others``)."""
     from exporters.all import main
 
     out = setup["root"] / name
-    argv = [str(setup[ckpt]), "--out", str(out), "--formats", "onnx", "--precisions", "int8",
+    argv = [str(setup[ckpt]), "--out", str(out), "--formats", fmt, "--precisions", "int8",
             "--calib-data", str(setup["prepared"]), "--calib-samples", "16", "--jobs", "1",
             "--allow-few-calib-images", *extra]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    (entry,) = manifest["artifacts"]
+    entry, *others = manifest["artifacts"]
+    assert entry["precision"] == "int8"
     entry["file_sha256"] = hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest()
-    entry["out"] = out
+    entry["out"], entry["others"] = out, others
     return dict(entry)
 
 
 def _embedded(entry: dict[str, Any]) -> dict[str, Any]:
     from exporters import get_exporter
 
-    reader = get_exporter("onnx").read_metadata
+    reader = get_exporter(entry["format"]).read_metadata
     assert reader is not None
     meta = reader(entry["out"] / entry["path"])
     assert meta is not None
@@ -243,25 +245,31 @@ def test_recalibrate_rung_embeds_the_artefacts_own_decision(setup: dict[str, Pat
     assert fields == {"repair_rung": record["rung"], "float_sites": []}
 
 
-def test_speed_plan_file_keeps_the_slow_site_float_deterministically(
-        setup: dict[str, Path]) -> None:
+def _planted_timings(setup: dict[str, Path], fmt: str) -> tuple[str, Path]:
+    """(the slow site, a timings file where the model's first depthwise conv is slower in int8
+    than in float and every other site faster)."""
     from exporters.int8.speed import SiteTiming, SiteTimings, save_timings
     from exporters.job import load_settings
 
     model, _ = load_settings(setup["ckpt"])
     sites = find_sites(model, (torch.zeros(1, 3, 32, 32),))
     slow = next(s for s in sites if s.kind == "depthwise")
-    timings = SiteTimings("onnx", "onnxruntime (planted)", 1, 30, tuple(
+    timings = SiteTimings(fmt, "planted", 1, 30, tuple(
         SiteTiming(s.name, 30.0, 10.0, 2.0) if s is slow else SiteTiming(s.name, 5.0, 20.0, 1.0)
         for s in sites))
-    path = save_timings(timings, setup["root"] / "timings.json")
+    return slow.name, save_timings(timings, setup["root"] / f"timings_{fmt}.json")
+
+
+def test_speed_plan_file_keeps_the_slow_site_float_deterministically(
+        setup: dict[str, Path]) -> None:
+    slow_name, path = _planted_timings(setup, "onnx")
     first = _export(setup, "speed_a", "--speed-plan", str(path))
     again = _export(setup, "speed_b", "--speed-plan", str(path))
     assert first["file_sha256"] == again["file_sha256"]  # same timings, same artefact
     plan = first["precision_plan"]
-    assert [(s["name"], s["reason"]) for s in plan["float_sites"]] == [(slow.name, "speed")]
-    assert plan["speed"]["applied"] is True and plan["speed"]["speed_sites"] == [slow.name]
-    assert _embedded(first)["precision_plan"]["float_sites"][0]["name"] == slow.name
+    assert [(s["name"], s["reason"]) for s in plan["float_sites"]] == [(slow_name, "speed")]
+    assert plan["speed"]["applied"] is True and plan["speed"]["speed_sites"] == [slow_name]
+    assert _embedded(first)["precision_plan"]["float_sites"][0]["name"] == slow_name
     assert len(first["quantization_recipe"]["nodes_to_exclude"]) == 1
     floats = first["graph_report"]["optimized_counts"]["float"]
     assert floats.get("Conv", 0) + floats.get("FusedConv", 0) == 1, floats
@@ -286,3 +294,25 @@ def test_bad_int8_flags_exit_2_before_any_work(setup: dict[str, Path], extra: tu
     assert main(argv) == 2
     err = capsys.readouterr()
     assert message in err.out + err.err and not out.exists()
+
+
+def test_float_io_tflite_carries_the_int8_artefacts_plan_and_repair(
+        setup: dict[str, Path]) -> None:
+    """LiteRT's int8_float_io is the int8 flatbuffer with float I/O: the same graph, so the
+    same float sites, repair record and recalibrated decision (entry and embedded)."""
+    slow_name, path = _planted_timings(setup, "tflite")
+    int8 = _export(setup, "float_io", "--speed-plan", str(path), "--repair", "recalibrate",
+                   "--val-data", str(setup["model_labelled"]), ckpt="off_threshold",
+                   fmt="tflite")
+    (float_io,) = int8["others"]
+    assert float_io["precision"] == "int8_float_io"
+    assert [s["name"] for s in int8["precision_plan"]["float_sites"]] == [slow_name]
+    for key in ("precision_plan", "repair", "temperature", "threshold"):
+        assert float_io[key] == int8[key], key
+    assert int8["repair"]["rung"] == "recalibrate" and int8["threshold"] != 0.97
+    float_io["out"] = int8["out"]
+    for entry in (int8, float_io):
+        meta = _embedded(entry)
+        assert (meta["threshold"], meta["temperature"]) == (int8["threshold"],
+                                                           int8["temperature"])
+        assert meta["precision_plan"]["float_sites"][0]["name"] == slow_name
