@@ -118,7 +118,8 @@ def export(ckpt: Path, trained: bool, args: argparse.Namespace, formats: tuple[s
         raise BenchInputError("INT8 needs real calibration images: pass --calib-data DIR")
     options = ExportOptions(formats=formats, precisions=("fp32", "int8"),
                             calib_data=args.calib_data, calib_samples=args.calib_samples,
-                            seed=args.seed, jobs=1, threads=1, allow_uncalibrated=not trained)
+                            seed=args.seed, jobs=1, threads=1, allow_uncalibrated=not trained,
+                            speed_plan=args.speed_plan)
     result = export_checkpoint(ckpt, out, options)
     if not result.ok:
         raise cli.JobFailed("; ".join(f"{f.format} {f.precision}: {f.error}"
@@ -222,6 +223,8 @@ def report_lines(rows: list[dict[str, Any]], manifest: Any,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from exporters.run import DEFAULT_SPEED_PLAN
+
     p = cli.parser("python -m benchmarks.studies.int8_speed", (__doc__ or "").split("\n\n")[0],
                    "Exit 1: an INT8 artefact is outside the gate, or an export or timing failed.")
     p.add_argument("model", nargs="?", help="checkpoint (.pth) or architecture name")
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="calibration and sample seed")
     p.add_argument("--out", type=Path, default=None, help="artefact folder (default: a temp one)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--speed-plan", default=DEFAULT_SPEED_PLAN, metavar="auto|measure|off|FILE",
+                   help="the INT8 exports' per-site speed plan (as exporters.all --speed-plan)")
     p.add_argument("--reuse", action="store_true",
                    help="time the artefacts already in --out (skip the export)")
     p.add_argument("--child", help=argparse.SUPPRESS)
