@@ -31,8 +31,6 @@ from typing import Any
 from kd_core import cli
 
 log = logging.getLogger(__name__)
-DATAVERSE_METADATA = "HAM10000_metadata_dataverse.csv"
-KAGGLE_METADATA = "HAM10000_metadata.csv"
 LOSO_NOTE = ("Each row: a model trained on the other sites (split by lesion), its threshold set "
              "on their validation split, tested on every image of the held-out site. Internal "
              "holdout: the training sites' own holdout (bootstrap CI of the training run); "
@@ -73,25 +71,16 @@ class LosoError(cli.BadInput):
     """Data that cannot be split by site; names the file and column."""
 
 
-def metadata_path(cfg: LosoConfig) -> Path:
-    data_dir = Path(cfg.data_dir)
-    if cfg.metadata:
-        path = Path(cfg.metadata)
-        return path if path.is_absolute() else data_dir / path
-    dataverse = data_dir / DATAVERSE_METADATA
-    return dataverse if dataverse.is_file() else data_dir / KAGGLE_METADATA
-
-
 def load_sites(cfg: LosoConfig) -> tuple[Any, list[str]]:
     """The metadata (``kd_core.data.ham10000.Metadata``) and the sites to hold out in turn."""
-    from kd_core.data.ham10000 import read_metadata
+    from kd_core.data.ham10000 import metadata_path, read_metadata
 
-    path = metadata_path(cfg)
+    path = metadata_path(Path(cfg.data_dir), cfg.metadata)
     meta = read_metadata(path)
     if cfg.site_column not in meta.columns:
         raise LosoError(f"{path}: no `{cfg.site_column}` column; leave-one-site-out needs the "
-                        f"site of every image (HAM10000: the Dataverse release, "
-                        f"{DATAVERSE_METADATA}); sites are never inferred")
+                        "site of every image (HAM10000: the Dataverse release's `dataset` "
+                        "column); sites are never inferred")
     counts = Counter(r.get(cfg.site_column, "") for r in meta.rows)
     if "" in counts:
         raise LosoError(f"{path}: {counts['']} row(s) have an empty `{cfg.site_column}`")
@@ -258,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="R", help="results folder")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick",
                    help="quick: tests; cpu: a CPU run; full: a GPU")
-    p.add_argument("--metadata", help=f"metadata CSV (default: {DATAVERSE_METADATA} if present, "
-                                      f"else {KAGGLE_METADATA})")
+    p.add_argument("--metadata", help="metadata CSV (default: the HAM10000 metadata CSV with "
+                                      "the site column when present)")
     p.add_argument("--site-column", default="dataset", help="the metadata's site column")
     p.add_argument("--sites", help="comma-separated sites to hold out (default: all)")
     p.add_argument("--seed", type=int, default=42, help="split and training seed")

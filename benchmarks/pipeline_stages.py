@@ -58,6 +58,7 @@ def split_files(prepared: Path) -> list[Path]:
 
 def stage_data(args: argparse.Namespace, p: Any, run_dir: Path, records: Records
                ) -> tuple[Path, Path]:
+    from kd_core.data.ham10000 import metadata_path
     from kd_core.data.sources import resolve_prepared
     from kd_core.data.synthetic import generate
 
@@ -66,7 +67,7 @@ def stage_data(args: argparse.Namespace, p: Any, run_dir: Path, records: Records
     target = run_dir / "data" / "prepared"
     inputs = {"data_dir": str(data_dir), "synthetic": synthetic, "seed": args.seed,
               "synth_images": p.synth_images, "synth_size": p.synth_size,
-              "metadata": None if synthetic else file_key(data_dir / "HAM10000_metadata.csv")}
+              "metadata": None if synthetic else file_key(metadata_path(data_dir))}
 
     def body() -> Done:
         from kd_core.io import loads_json

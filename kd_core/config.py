@@ -34,7 +34,7 @@ class DataConfig:
     data_dir: str | None = None
     # Where the splits go; default: the user cache, kd_core.data.sources.default_prepared_dir.
     prepared_dir: str | None = None
-    metadata: str = "HAM10000_metadata.csv"
+    metadata: str | None = None  # HAM10000 metadata CSV; None: ham10000.metadata_path picks
     images_dir: str | None = None  # default: search part_1/part_2/images/flat
     # "auto": HAM10000 melanoma vs rest, other data every class (argmax); HAM10000 only: "mel"
     # (melanoma vs rest) or "dx" (the 7 diagnoses, melanoma the positive class).
@@ -178,7 +178,7 @@ def check_data(d: DataConfig) -> None:
           and abs(sum(d.split) - 1) < 1e-6, "data.split", "three positive fractions summing to 1",
           d.split)
     _need(_int(d.seed) and 0 <= d.seed < 2**32, "--seed", "an integer from 0 to 2**32 - 1", d.seed)
-    _need(bool(d.metadata), "--metadata", "a file name", d.metadata)
+    _need(d.metadata is None or bool(d.metadata), "--metadata", "a file name", d.metadata)
 
 
 def check_model(m: TeacherConfig | StudentConfig, flag: str) -> None:

@@ -39,7 +39,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prepared-dir", type=Path,
                    help="where splits and the image cache go (default: the user cache, "
                    "$EDGEKD_CACHE or ~/.cache/edgekd/prepared/<name>-<hash>)")
-    p.add_argument("--metadata", default=d.metadata, help="metadata CSV in --data-dir")
+    p.add_argument("--metadata", default=d.metadata,
+                   help="HAM10000 metadata CSV in --data-dir (default: the Dataverse release "
+                   "when present, for its acquisition sites; else HAM10000_metadata.csv)")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images")
     p.add_argument("--no-cache", action="store_true", help="do not cache decoded images")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input, pixels")

@@ -224,9 +224,14 @@ HAM_SPLITS = {
 
 @pytest.mark.real_data
 def test_real_ham10000_splits_are_unchanged(real_ham10000: Path, tmp_path: Path) -> None:
-    out = resolve_prepared(real_ham10000, tmp_path / "p")
+    out = resolve_prepared(real_ham10000, tmp_path / "p", metadata="HAM10000_metadata.csv")
     got = {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in HAM_SPLITS}
     assert got == HAM_SPLITS
+    # By default the Dataverse release (same rows plus the site column) is read when it is
+    # there: the files gain a column, the split is the same image for image.
+    default = resolve_prepared(real_ham10000, tmp_path / "d")
+    for name in ("train", "val", "holdout"):
+        assert load_split(default, name).image_ids == load_split(out, name).image_ids
     assert data_info(out).kind == "ham10000" and data_kind(real_ham10000) == "ham10000"
     split = load_split(out, "val")
     np.testing.assert_array_equal(split.labels_for(["other", "melanoma"]), split.targets)

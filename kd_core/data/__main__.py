@@ -12,6 +12,9 @@ from pathlib import Path
 
 from kd_core import cli
 
+METADATA_HELP = ("HAM10000 metadata CSV in --data-dir, or a path (default: the Dataverse release "
+                 "when present, for its acquisition sites; else HAM10000_metadata.csv)")
+
 
 def _add_prepare(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
@@ -22,8 +25,7 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
                      help="CSV file with a header row path,label[,group]; paths relative to the "
                      "CSV's folder; images of one group (patient, lesion) stay in one split")
     p.add_argument("--out", type=Path, required=True, help="folder for the prepared CSVs")
-    p.add_argument("--metadata", default="HAM10000_metadata.csv",
-                   help="metadata file name inside --data-dir (or a path)")
+    p.add_argument("--metadata", default=None, help=METADATA_HELP)
     p.add_argument("--images-dir", type=Path, default=None,
                    help="HAM10000 image folder, if not one of the standard ones in --data-dir")
     p.add_argument("--seed", type=int, default=42, help="split seed")
@@ -45,7 +47,7 @@ def _add_eda(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data-dir", type=Path, required=True, help="HAM10000-layout folder")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG folder")
-    p.add_argument("--metadata", default="HAM10000_metadata.csv", help="CSV inside --data-dir")
+    p.add_argument("--metadata", default=None, help=METADATA_HELP)
     p.add_argument("--images-dir", type=Path, default=None, help="image folder (default: search)")
     p.add_argument("--seed", type=int, default=42, help="seed of the sample grid")
 

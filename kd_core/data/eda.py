@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.data.ham10000 import DX_CLASSES, DataError, image_folders
+from kd_core.data.ham10000 import DX_CLASSES, DataError, image_folders, metadata_path
 from kd_core.data.ham10000 import read_metadata as read_checked
 from kd_core.io import atomic_path
 
@@ -184,10 +184,10 @@ def _samples(recs: list[Record], dirs: list[Path], seed: int, per_class: int = 6
 
 
 def eda(data_dir: Path, out_dir: Path = DEFAULT_OUT,
-        metadata: str = "HAM10000_metadata.csv", images_dir: Path | None = None,
+        metadata: str | None = None, images_dir: Path | None = None,
         seed: int = 42) -> list[Path]:
     """Write the EDA plots of ``data_dir`` into ``out_dir``; return the PNG paths."""
-    recs = read_metadata(Path(data_dir) / metadata)
+    recs = read_metadata(metadata_path(Path(data_dir), metadata))
     dirs = image_folders(Path(data_dir), images_dir)
     plots: list[tuple[str, Callable[[], Any]]] = [
         ("class_balance", lambda: _class_balance(recs)),

@@ -49,6 +49,29 @@ PREPARED_FILES = ("labeled_ham10000.csv", "train_data.csv", "val_data.csv", "hol
 PREP_VERSION = 1
 
 
+METADATA_NAME = "HAM10000_metadata.csv"
+SITE_COLUMN = "dataset"  # the acquisition site, in the Harvard Dataverse release only
+
+
+def metadata_path(data_dir: Path, metadata: str | None = None) -> Path:
+    """The metadata CSV of a HAM10000 folder. ``metadata`` (a name inside ``data_dir`` or a path)
+    when given; else the ``HAM10000_metadata*.csv`` in the folder that carries the acquisition
+    site (the Dataverse release's ``dataset`` column), else ``HAM10000_metadata.csv``. Both
+    releases hold the same images and labels, so the split is the same either way."""
+    data_dir = Path(data_dir)
+    if metadata:
+        return Path(metadata) if Path(metadata).is_absolute() else data_dir / metadata
+    for candidate in sorted(data_dir.glob("HAM10000_metadata*.csv")):
+        try:
+            with candidate.open(encoding="utf-8-sig", errors="replace") as fh:
+                header = [c.strip() for c in fh.readline().split(",")]
+        except OSError:
+            continue
+        if SITE_COLUMN in header:
+            return candidate
+    return data_dir / METADATA_NAME
+
+
 def class_labels(target: str) -> list[str]:
     """The labels of a ``--target``: "mel" -> other/melanoma; "dx" -> the 7 diagnoses."""
     if target not in TARGETS:
@@ -190,7 +213,7 @@ def prepare(
     *,
     seed: int = 42,
     force: bool = False,
-    metadata: str = "HAM10000_metadata.csv",
+    metadata: str | None = None,
     images_dir: Path | None = None,
     skip_corrupt: bool = False,
     split: tuple[float, float, float] = (0.70, 0.15, 0.15),
@@ -199,9 +222,7 @@ def prepare(
     """Make (or reuse) the lesion-aware splits of ``data_dir`` in ``out``; return ``out``."""
     data_dir, out = Path(data_dir).resolve(), Path(out)
     level = logging.INFO if verbose else logging.DEBUG
-    meta = read_metadata(
-        data_dir / metadata if not Path(metadata).is_absolute() else Path(metadata)
-    )
+    meta = read_metadata(metadata_path(data_dir, metadata))
     params: dict[str, object] = {
         "prep_version": PREP_VERSION,
         "metadata_sha256": meta.sha256,
@@ -257,5 +278,5 @@ def _check_classes(rows: list[dict[str, str]], path: Path) -> None:
         raise DataError(f"{path}: the non-melanoma class is empty (every row is mel)")
 
 
-def is_ham10000_dir(path: Path, metadata: str = "HAM10000_metadata.csv") -> bool:
-    return (Path(path) / metadata).is_file()
+def is_ham10000_dir(path: Path, metadata: str | None = None) -> bool:
+    return metadata_path(path, metadata).is_file()

@@ -18,7 +18,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from kd_core.data.ham10000 import IMAGE_FOLDERS, is_ham10000_dir, prepare
+from kd_core.data.ham10000 import IMAGE_FOLDERS, METADATA_NAME, is_ham10000_dir, prepare
 from kd_core.data.prepared import DataError, DataInfo, data_info, ham_info, is_prepared_dir
 
 CACHE_ENV = "EDGEKD_CACHE"
@@ -39,7 +39,7 @@ def default_prepared_dir(data_dir: Path) -> Path:
     return cache_dir() / "prepared" / f"{resolved.name}-{tag}"
 
 
-def data_kind(path: Path, metadata: str = "HAM10000_metadata.csv") -> str | None:
+def data_kind(path: Path, metadata: str | None = None) -> str | None:
     """"prepared", "ham10000", "imagefolder", "csv" or None (not a data source)."""
     from kd_core.data.folders import is_image_folder
 
@@ -55,7 +55,7 @@ def data_kind(path: Path, metadata: str = "HAM10000_metadata.csv") -> str | None
 
 
 def prepare_source(source: Path, out: Path, *, seed: int = 42, force: bool = False,
-                   verbose: bool = True, metadata: str = "HAM10000_metadata.csv",
+                   verbose: bool = True, metadata: str | None = None,
                    images_dir: Path | None = None, skip_corrupt: bool = False,
                    split: tuple[float, float, float] = (0.70, 0.15, 0.15)) -> Path:
     """Check and split a raw data source (HAM10000, image folder or CSV) into ``out``, or reuse
@@ -78,17 +78,17 @@ def prepare_source(source: Path, out: Path, *, seed: int = 42, force: bool = Fal
     raise _not_a_source(source, metadata)
 
 
-def _not_a_source(source: Path, metadata: str) -> DataError:
+def _not_a_source(source: Path, metadata: str | None) -> DataError:
     if not source.exists():
         return DataError(f"{source}: data folder not found")
     return DataError(
         f"{source}: not a data source: expected a prepared split folder (split_metadata.json), "
-        f"a HAM10000 folder ({metadata}), an image folder (<class>/*.jpg) or a CSV file "
-        "(path,label[,group])")
+        f"a HAM10000 folder ({metadata or METADATA_NAME}), an image folder (<class>/*.jpg) or a "
+        "CSV file (path,label[,group])")
 
 
 def source_info(data_dir: Path, prepared_dir: Path | None = None,
-                metadata: str = "HAM10000_metadata.csv") -> DataInfo:
+                metadata: str | None = None) -> DataInfo:
     """What ``resolve_prepared(data_dir, prepared_dir)`` will hold (kind, name, classes), read
     without preparing anything: a run checks its task before any work."""
     from kd_core.data.folders import list_image_folder, read_csv_listing
@@ -110,7 +110,7 @@ def source_info(data_dir: Path, prepared_dir: Path | None = None,
 
 
 def resolve_prepared(data_dir: Path, prepared_dir: Path | None = None, *, seed: int = 42,
-                     verbose: bool = False, metadata: str = "HAM10000_metadata.csv",
+                     verbose: bool = False, metadata: str | None = None,
                      images_dir: Path | None = None, skip_corrupt: bool = False,
                      split: tuple[float, float, float] = (0.70, 0.15, 0.15)) -> Path:
     """The prepared split folder for ``data_dir``: ``data_dir`` itself when it is one; else the

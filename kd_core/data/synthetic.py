@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_core.cli import BadInput
-from kd_core.data.ham10000 import DX_CLASSES
+from kd_core.data.ham10000 import DX_CLASSES, METADATA_NAME
 from kd_core.data.prepared import SYNTHETIC_MARKER
 from kd_core.data.synthetic_look import Lesion, pick, render, sample_lesion
 from kd_core.io import atomic_path
@@ -57,7 +57,7 @@ DX_TYPE = {"nv": {"follow_up": 0.55, "histo": 0.37, "consensus": 0.08},
            "bkl": {"histo": 0.70, "consensus": 0.24, "confocal": 0.06},
            "vasc": {"consensus": 0.53, "histo": 0.47}, "df": {"consensus": 0.52, "histo": 0.48}}
 COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
-METADATA = "HAM10000_metadata.csv"
+METADATA = METADATA_NAME
 PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 MARKER = SYNTHETIC_MARKER  # the file that marks a generated dataset (kd_core.data.prepared)
 GENERATOR_VERSION = 1  # bump whenever the output for given parameters changes
