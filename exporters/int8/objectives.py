@@ -204,7 +204,7 @@ def _ratios(art: Artifact, fp32: Artifact) -> dict[str, Any]:
         q_ms, f_ms = _time_pair(art, fp32)
         out["latency_ratio_1t_vs_fp32"] = round(statistics.median(q_ms) /
                                                 statistics.median(f_ms), 4)
-    except RuntimeUnavailable as exc:
+    except Exception as exc:  # e.g. RuntimeUnavailable (Core ML off macOS): recorded, not fatal
         out["latency_ratio_1t_vs_fp32"] = None
-        out["latency_note"] = str(exc)
+        out["latency_note"] = str(exc) if isinstance(exc, RuntimeUnavailable) else describe(exc)
     return out
