@@ -128,8 +128,10 @@ def test_manifest_describes_each_artefact(run: dict[str, Any]) -> None:
     assert m["temperature"] == 1.5 and m["threshold"] == 0.3
     assert m["preprocessing"]["size"] == SIZE and m["preprocessing"]["resize"] == "squash"
     calib = m["calibration"]
-    assert calib["samples"] == len(calib["image_ids"]) == 24 and calib["seed"] == 3
-    assert calib["class_balanced"] is False  # a plain folder has no labels
+    # Two class sub-folders make an image-folder dataset: only its train split calibrates.
+    assert calib["kind"] == "imagefolder" and calib["seed"] == 3
+    assert calib["samples"] == len(calib["image_ids"]) == 16
+    assert calib["class_balanced"] is False  # its classes (a, b) are not the model's labels
     for tool in ("torch", "litert-torch", "executorch", "coremltools", "onnxruntime"):
         assert m["tool_versions"][tool][0].isdigit()
     for e in m["artifacts"]:

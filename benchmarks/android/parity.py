@@ -256,11 +256,14 @@ def _pick(export: str, name: str | None) -> ManifestEntry:
             return manifest.entry(name)
         except KeyError as exc:
             raise ParityError(f"--artifact: {exc.args[0]}") from None
-    tflite = [e for e in manifest.artifacts if e.format == "tflite"]
-    if len(tflite) != 1:
-        raise ParityError(f"--artifacts {export}: {len(tflite)} .tflite artefacts; pick one "
-                          "with --artifact")
-    return tflite[0]
+    from exporters.sync_demos import APPS, SyncError, choose_artifact
+
+    try:  # the artefact the Android app ships (exporters.sync_demos decides it)
+        return choose_artifact(manifest, APPS["android"], None, f"--artifacts {export}")
+    except SyncError:
+        names = ", ".join(e.name for e in manifest.artifacts) or "none"
+        raise ParityError(f"--artifacts {export}: no .tflite artefact the Android app would ship "
+                          f"(available: {names}); pick one with --artifact") from None
 
 
 def _check_out(out: str | None) -> None:
