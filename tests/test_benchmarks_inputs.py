@@ -158,6 +158,22 @@ def test_mutated_manifests_exit_2_with_one_line(tmp_path: Path) -> None:
                          "--data-dir", str(tmp_path), "--out", str(tmp_path / "R")])
         assert code == 2 and err.getvalue().startswith("error: "), (where, delete, value)
         assert err.getvalue().count("\n") == 1, err.getvalue()
+        # The other CLIs that read an export folder's manifest: predict and the demo sync.
+        demos = [f"--{app}={tmp_path / app}" for app in ("android", "ios", "web")]
+        for other, argv in ((predict_main, [str(arts), str(tmp_path / "photo.png")]),
+                            (sync_main, [str(arts), *demos])):
+            err = io.StringIO()
+            with redirect_stderr(err):
+                code = other(argv)
+            assert code == 2 and err.getvalue().startswith("error: "), (other, err.getvalue())
+            assert err.getvalue().count("\n") == 1, err.getvalue()
 
+    from PIL import Image
+
+    from exporters.sync_demos import main as sync_main
+    from runtimes.predict import main as predict_main
+
+    Image.new("RGB", (40, 40), (120, 80, 60)).save(tmp_path / "photo.png")
     check()
     assert not (tmp_path / "R").exists()
+    assert not any((tmp_path / app).exists() for app in ("android", "ios", "web"))

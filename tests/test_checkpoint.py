@@ -214,8 +214,11 @@ def bench_inputs(base: dict[str, Any], synth_prepared: Path,
 def test_any_damage_is_a_checkpoint_error_and_every_cli_exits_2(
         change: tuple[str, Mutation], base: dict[str, Any], bench_inputs: tuple[Path, Path],
         tmp_path_factory: pytest.TempPathFactory) -> None:
+    from PIL import Image
+
     from benchmarks.run import main as bench_main
     from exporters.all import main as export_main
+    from runtimes.predict import main as predict_main
 
     what, mutate = change
     work = tmp_path_factory.mktemp("damaged")
@@ -232,7 +235,10 @@ def test_any_damage_is_a_checkpoint_error_and_every_cli_exits_2(
         event("harmless")
         return
     export, data = bench_inputs
+    photo = work / "photo.png"
+    Image.new("RGB", (40, 40), (120, 80, 60)).save(photo)
     for main, argv in (
+            (predict_main, [str(path), str(photo)]),
             (export_main, [str(path), "--out", str(work / "export"), "--precisions", "fp32"]),
             (bench_main, ["--artifacts", str(export), "--student-ckpt", str(path), "--data-dir",
                           str(data), "--out", str(work / "bench"), "--no-latency"])):
