@@ -56,11 +56,13 @@ def score(logits: np.ndarray, y: np.ndarray, decision: Decision, bootstrap: int 
 
         m = evaluate_multiclass(logits, y, decision.labels, decision.temperature, bootstrap,
                                 seed)
-        m.update(positive_index=None, ece_uncalibrated=ece(raw, y))
+        m.update(positive_index=None, num_classes=len(decision.labels),
+                 ece_uncalibrated=ece(raw, y))
         return m
     m = evaluate_predictions(logits, y, pos, threshold=decision.threshold,
                              temperature=decision.temperature, bootstrap=bootstrap, seed=seed)
     m["positive_index"] = pos
+    m["num_classes"] = len(decision.labels)
     m["ece_uncalibrated"] = ece(raw, y)
     m["ece_pos_uncalibrated"] = ece_binary(raw[:, pos], (np.asarray(y) == pos).astype(np.int64))
     return m

@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ece-delta", type=float, default=t.max_ece_delta,
                    help="largest ECE above the float student's")
     p.add_argument("--min-top1-agreement", type=float, default=t.min_top1_agreement,
-                   help="models without a positive class (argmax): smallest share of images "
-                   "decided as the float student decides them")
+                   help="argmax and multi-class models: smallest share of images whose most "
+                   "probable class is the float student's")
     p.add_argument("--no-gate", action="store_true", help="report violations, exit 0")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p

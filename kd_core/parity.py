@@ -9,8 +9,10 @@ set, else the float student's ``Decision.min_sensitivity``) and ECE <= the float
 ROC-AUC (the ``roc_auc`` it reports) and to top-1 agreement with the float student >=
 ``min_top1_agreement`` instead of sensitivity. Rows and the reference are mappings with ``name``,
 ``status`` and ``accuracy`` (``roc_auc``, ``sensitivity``, ``threshold``, ``ece``,
-``positive_index``; argmax: ``argmax_agreement_vs_student``), as the benchmark harness records
-them.
+``positive_index``, ``num_classes``; argmax and multi-class: ``argmax_agreement_vs_student``),
+as the benchmark harness records them. A multi-class model with a positive class (e.g. seven
+diagnoses, melanoma called at a threshold) is held to both: the positive class's rule and top-1
+agreement.
 """
 
 from __future__ import annotations
@@ -76,14 +78,15 @@ def check_row(row: Mapping[str, Any], ref: Mapping[str, Any], tol: Tolerances,
         out.append(fail("roc_auc", delta, tol.max_auc_delta,
                         f"roc_auc delta {delta:+.4f} exceeds {tol.max_auc_delta:g} "
                         f"({acc['roc_auc']:.4f} vs float student {ref_acc['roc_auc']:.4f})"))
-    if acc.get("positive_index", 1) is None:
+    argmax = acc.get("positive_index", 1) is None
+    if argmax or acc.get("num_classes", 2) > 2:  # every multi-class model: top-1 agreement
         agree = acc.get("argmax_agreement_vs_student")
         if agree is None or not agree >= tol.min_top1_agreement:
             out.append(fail("top1_agreement", agree, tol.min_top1_agreement,
                             f"top-1 agreement with the float student "
                             f"{'n/a' if agree is None else format(agree, '.4f')} is below "
                             f"{tol.min_top1_agreement:g}"))
-    elif floor is not None and not acc["sensitivity"] >= floor:  # also catches nan
+    if not argmax and floor is not None and not acc["sensitivity"] >= floor:  # catches nan
         out.append(fail("sensitivity", acc["sensitivity"], floor,
                         f"sensitivity {acc['sensitivity']:.4f} at threshold "
                         f"{acc['threshold']:.4g} is below {floor:g}"))

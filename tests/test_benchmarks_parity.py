@@ -44,6 +44,18 @@ def test_each_violation_names_the_artifact_and_the_metric(acc: dict[str, float],
     assert str(v).startswith(f"FAIL m_onnx_int8: {text}")
 
 
+def test_a_multiclass_model_with_a_positive_class_is_held_to_top1_agreement_too() -> None:
+    """Seven diagnoses with melanoma called at a threshold: sensitivity and top-1 agreement."""
+    seven = {"num_classes": 7, "argmax_agreement_vs_student": 0.975}
+    (v,) = gate(results(**seven))
+    assert v.metric == "top1_agreement" and "0.9750 is below 0.98" in v.message
+    assert gate(results(**seven), Tolerances(min_top1_agreement=0.97)) == []
+    both = {v.metric for v in gate(results(**seven, sensitivity=0.9))}
+    assert both == {"top1_agreement", "sensitivity"}
+    # Binary: top-1 agreement is the decision at 0.5, not the shipped one; not gated.
+    assert gate(results(num_classes=2, argmax_agreement_vs_student=0.9)) == []
+
+
 def test_tolerances_are_settable() -> None:
     loose = Tolerances(max_auc_delta=0.02, min_sensitivity=0.5, max_ece_delta=0.05)
     assert gate(results(roc_auc=0.87, sensitivity=0.6, ece=0.06), loose) == []

@@ -106,8 +106,8 @@ class Scored:
 def metrics_row(logits: np.ndarray, val: ValidationSet, decision: Decision,
                 student_logits: np.ndarray) -> dict[str, Any]:
     """What the gate reads of ``logits`` at ``decision`` (the metrics training reports,
-    ``kd_core.finalize.evaluate``); an argmax model also its top-1 agreement with the float
-    student's ``student_logits`` on the same images."""
+    ``kd_core.finalize.evaluate``); an argmax or multi-class model also its top-1 agreement with
+    the float student's ``student_logits`` on the same images."""
     from kd_core.deploy import compare_outputs
     from kd_core.finalize import evaluate
 
@@ -118,7 +118,8 @@ def metrics_row(logits: np.ndarray, val: ValidationSet, decision: Decision,
         ("sensitivity", "specificity") if pos is not None else ("accuracy",))
     row = {k: m[k] for k in keys}
     row["positive_index"] = pos
-    if pos is None:
+    row["num_classes"] = len(decision.labels)
+    if pos is None or len(decision.labels) > 2:
         agree = compare_outputs(logits, student_logits)["top1_agreement"]
         row["argmax_agreement_vs_student"] = float(agree)
     return row
