@@ -86,4 +86,5 @@ def agreement(logits: np.ndarray, decision: Decision, ref_logits: np.ndarray,
         "max_abs_dp": float(np.max(np.abs(p - q))),
         "mean_abs_dp": float(np.mean(np.abs(p - q))),
         "max_abs_logit_diff": None if same is None else same["max_abs_diff"],
+        "ref_max_abs_logit": float(np.abs(ref_logits).max()) if ref_logits.size else 0.0,
     }

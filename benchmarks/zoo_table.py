@@ -13,8 +13,9 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kd_core.deploy import fp32_tolerance
+
 START, END = "<!-- zoo-matrix:start -->", "<!-- zoo-matrix:end -->"
-FP32_TOLERANCE = 1e-4  # max |Δlogit| a float artefact may show against the float model
 COLUMNS = ("arch", "format", "precision", "status", "max_abs_logit_diff", "top1_agreement",
            "roc_auc_delta", "p50_ms_1t", "int8_vs_fp32", "size_bytes", "graph", "gate", "note",
            "error")
@@ -43,6 +44,8 @@ def artefact_cell(arch: str, row: Mapping[str, Any], entry: Any, reasons: Sequen
         "arch": arch, "format": row["format"], "precision": row["precision"],
         "status": "ok" if status == "ok" else status,
         "max_abs_logit_diff": acc.get("max_abs_logit_diff_vs_student"),
+        # the exporters' fp32 rule, scaled by the float model's largest |logit| on these images
+        "fp32_tolerance": fp32_tolerance(acc.get("ref_max_abs_logit_vs_student") or 0.0),
         "top1_agreement": acc.get("argmax_agreement_vs_student"),
         "roc_auc_delta": acc.get("roc_auc_delta_vs_student"),
         "p50_ms_1t": _p50(row), "int8_vs_fp32": None, "size_bytes": row.get("size_bytes"),
@@ -61,7 +64,7 @@ def failed_cell(arch: str, fmt: str, precision: str, error: str) -> dict[str, An
 
 def add_speed_notes(cells: list[dict[str, Any]]) -> None:
     """INT8/fp32 1-thread latency ratio on each quantized cell; a note where INT8 is slower or
-    a float artefact drifts beyond ``FP32_TOLERANCE``."""
+    a float artefact drifts beyond its ``fp32_tolerance`` (``kd_core.deploy.fp32_tolerance``)."""
     fp32 = {(c["arch"], c["format"]): c for c in cells if c["precision"] in ("fp32", "fp16")}
     for c in cells:
         ref = fp32.get((c["arch"], c["format"]))
@@ -72,15 +75,20 @@ def add_speed_notes(cells: list[dict[str, Any]]) -> None:
                 c["note"] = (f"INT8 slower than fp32 ({c['p50_ms_1t']:.2f} vs "
                              f"{ref['p50_ms_1t']:.2f} ms)")
         diff = c["max_abs_logit_diff"]
-        if c["precision"] == "fp32" and diff is not None and diff > FP32_TOLERANCE:
-            c["note"] = f"fp32 drifts: max |Δlogit| {diff:.2e} > {FP32_TOLERANCE:g}"
+        if c["precision"] == "fp32" and diff is not None and diff > _tolerance(c):
+            c["note"] = f"fp32 drifts: max |Δlogit| {diff:.2e} > {_tolerance(c):.2g}"
+
+
+def _tolerance(cell: Mapping[str, Any]) -> float:
+    """The cell's fp32 tolerance (cells kept from before it was recorded: the unscaled one)."""
+    return float(cell.get("fp32_tolerance") or fp32_tolerance(0.0))
 
 
 def summary(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The matrix's headline figures: fp32 cells within tolerance, INT8 cells exported."""
     fp32 = [c for c in cells if c["precision"] == "fp32"]
     exact = [c for c in fp32 if c["max_abs_logit_diff"] is not None
-             and c["max_abs_logit_diff"] <= FP32_TOLERANCE]
+             and c["max_abs_logit_diff"] <= _tolerance(c)]
     int8 = [c for c in cells if c["precision"] == "int8"]
     return {"archs": len({c["arch"] for c in cells}), "fp32_cells": len(fp32),
             "fp32_within_tolerance": len(exact),
@@ -120,7 +128,7 @@ def caption(meta: Mapping[str, Any], totals: Mapping[str, Any]) -> str:
     share = totals.get("fp32_share")
     return (f"_{totals['archs']} architectures on `{meta.get('data_name')}` "
             f"({meta.get('n_eval')} {meta.get('split')} images, {meta.get('image_size')} px, "
-            f"{meta.get('prepare')}); fp32 cells with max |Δlogit| <= {FP32_TOLERANCE:g}: "
+            f"{meta.get('prepare')}); fp32 cells with max |Δlogit| <= 1e-4 x max(1, max |logit|): "
             f"{totals['fp32_within_tolerance']} of {totals['fp32_cells']}"
             + (f" ({100 * share:.0f} %)" if share is not None else "")
             + f"; INT8 exported {totals['int8_exported']} of {totals['int8_cells']}, gate "

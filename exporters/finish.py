@@ -7,11 +7,11 @@ runtime through ``runtimes.load_runner`` and compare it with its torch reference
 (``kd_core.deploy.compare_outputs``), let the format inspect it, rename it into place, and add
 its graph report, size, sha256 and export time.
 
-fp32 artefacts must match the float model within ``FP32_ATOL`` (scaled by the logit magnitude
-above 1) or the export fails and nothing is written. Quantized and fp16 artefacts are compared
-with their reference and the figures recorded, not enforced: the benchmark harness judges them
-on task metrics. A runtime that cannot run on this host (Core ML off macOS) is recorded as not
-run; the format's own inspection still applies.
+fp32 artefacts must match the float model within ``kd_core.deploy.fp32_tolerance`` (1e-4 scaled
+by the logit magnitude above 1) or the export fails and nothing is written. Quantized and fp16
+artefacts are compared with their reference and the figures recorded, not enforced: the
+benchmark harness judges them on task metrics. A runtime that cannot run on this host (Core ML
+off macOS) is recorded as not run; the format's own inspection still applies.
 """
 
 from __future__ import annotations
@@ -37,12 +37,17 @@ from exporters.base import (
     describe,
     tool_versions,
 )
-from kd_core.deploy import MANIFEST_VERSION, ManifestEntry, compare_outputs, entry_relpath
+from kd_core.deploy import (
+    MANIFEST_VERSION,
+    ManifestEntry,
+    compare_outputs,
+    entry_relpath,
+    fp32_tolerance,
+)
 from kd_core.io import atomic_path, dumps_json, path_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
-FP32_ATOL = 1e-4
 CHECK_IMAGES = 8
 # What an embedded entry leaves out: it depends on the final bytes or on the export run.
 NOT_EMBEDDED = ("bytes", "sha256", "export_seconds", "graph_report", "verification", "repair")
@@ -193,7 +198,7 @@ def verify(entry: ManifestEntry, staged: Path, root: Path, reference: Any,
     result: dict[str, Any] = {"runtime": runner.runtime, "images": len(images),
                               "inputs": source, **figures}
     if entry.precision == "fp32":
-        tol = FP32_ATOL * max(1.0, float(np.abs(want).max()))
+        tol = fp32_tolerance(float(np.abs(want).max()))
         result["tolerance"] = tol
         if figures["max_abs_diff"] > tol:
             raise ExportError(

@@ -288,8 +288,12 @@ def _check_weights_fit(ckpt: dict[str, Any], path: Path | str) -> None:
     arch, k = ckpt["arch"], ckpt["num_classes"]
     if not is_known(arch):
         raise _fail(path, "arch", f"{arch!r} is not a known architecture (use {describe()})")
-    with torch.device("meta"):
-        want = {n: tuple(t.shape) for n, t in create_model(arch, k).state_dict().items()}
+    try:
+        with torch.device("meta"):
+            model = create_model(arch, k)
+    except NotImplementedError:  # it computes its widths with tensors (RegNet): build it for real
+        model = create_model(arch, k)
+    want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     got = {n: tuple(t.shape) for n, t in ckpt["state_dict"].items()}
     missing = [n for n in want if n not in got]
     extra = [n for n in got if n not in want]

@@ -138,3 +138,12 @@ def compare_outputs(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
         raise ValueError(f"output shapes differ: {got.shape} vs {want.shape}")
     return {"max_abs_diff": float(np.abs(got - want).max()) if got.size else 0.0,
             "top1_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1)))}
+
+
+FP32_RTOL = 1e-4  # a float artefact's max |Δlogit| against its float model, per unit of logit
+
+
+def fp32_tolerance(reference_max_abs: float) -> float:
+    """The largest max |Δlogit| a float artefact may show against its float model, whose largest
+    |logit| on the same inputs is ``reference_max_abs``: ``FP32_RTOL`` x max(1, that)."""
+    return FP32_RTOL * max(1.0, float(reference_max_abs))

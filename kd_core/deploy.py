@@ -29,6 +29,7 @@ from kd_core.decision import ContractError as ContractError
 from kd_core.decision import Decision as Decision
 from kd_core.decision import compare_outputs as compare_outputs
 from kd_core.decision import finite_number
+from kd_core.decision import fp32_tolerance as fp32_tolerance
 
 MANIFEST_NAME = "manifest.json"
 GATE_NAME = "gate.json"

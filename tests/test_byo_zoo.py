@@ -98,3 +98,19 @@ def test_bad_zoo_arguments_fail_before_work(images: Path, tmp_path: Path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "z").exists()
+
+
+def test_fp32_cells_use_the_exporters_scaled_tolerance() -> None:
+    """max |Δlogit| <= 1e-4 x max(1, max |logit|), as exporters.finish enforces at export."""
+    from benchmarks.zoo_table import add_speed_notes, summary
+
+    def fp32(diff: float, tol: float) -> dict[str, object]:
+        return {"arch": "a", "format": "onnx", "precision": "fp32", "status": "ok",
+                "max_abs_logit_diff": diff, "fp32_tolerance": tol, "top1_agreement": 1.0,
+                "roc_auc_delta": 0.0, "p50_ms_1t": 1.0, "int8_vs_fp32": None,
+                "size_bytes": 10, "graph": "-", "gate": "pass", "note": "", "error": None}
+
+    cells = [fp32(2e-3, 3e-3), {**fp32(2e-3, 1e-4), "arch": "b"}]
+    add_speed_notes(cells)
+    assert summary(cells)["fp32_within_tolerance"] == 1
+    assert cells[0]["note"] == "" and cells[1]["note"].startswith("fp32 drifts")

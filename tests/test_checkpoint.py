@@ -246,3 +246,16 @@ def test_any_damage_is_a_checkpoint_error_and_every_cli_exits_2(
         lines = [line for line in err.splitlines() if line.strip()]
         assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (what, rc, err)
         assert str(path) in lines[0], (what, lines)
+
+
+def test_an_architecture_that_cannot_be_built_on_the_meta_device_loads(tmp_path: Path) -> None:
+    """RegNet computes its widths with tensors, so the cheap shape check cannot use 'meta'."""
+    from exporters_support import write_checkpoint
+
+    path = write_checkpoint(tmp_path / "regnet.pth", arch="regnet_y_400mf", size=32)
+    loaded = load_checkpoint(path)
+    assert loaded["arch"] == "regnet_y_400mf"
+    with pytest.raises(CheckpointError, match="shape"):
+        bad = copy.deepcopy(loaded)
+        bad["state_dict"]["fc.weight"] = torch.zeros(3, 440)
+        load_checkpoint(_saved(bad, tmp_path / "bad.pth"))

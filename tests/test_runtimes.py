@@ -24,7 +24,7 @@ from exporters_support import smooth_images, write_checkpoint, write_image_folde
 import runtimes
 from kd_core.checkpoint import load_model
 from kd_core.data.transforms import Preprocessing, normalize
-from kd_core.deploy import ManifestEntry
+from kd_core.deploy import ManifestEntry, fp32_tolerance
 from runtimes import (
     Runner,
     RuntimeLoadError,
@@ -37,7 +37,6 @@ from runtimes.quant import dequantize, quantize
 from runtimes.torch_eager import checkpoint_entry
 
 ROOT = Path(__file__).resolve().parents[1]
-FP32_ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +187,7 @@ def test_fp32_runner_matches_torch(fmt: str, threads: int, fp32_dir: Path, image
     runner = load_runner(entry, fp32_dir, threads)
     got = runner.predict(images)
     assert got.shape == torch_logits.shape
-    tol = FP32_ATOL * max(1.0, float(np.abs(torch_logits).max()))
+    tol = fp32_tolerance(float(np.abs(torch_logits).max()))
     assert np.abs(got - torch_logits).max() <= tol
 
 
