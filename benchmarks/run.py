@@ -17,8 +17,8 @@ import sys
 
 from benchmarks.harness import BenchConfig, Results, run_benchmarks
 from benchmarks.inputs import csv_list, thread_list
-from benchmarks.parity import Tolerances
 from kd_core import cli
+from kd_core.parity import add_tolerance_arguments, tolerances_from_args
 
 EPILOG = ("Exit 1: the gate refused an artefact (FAIL <name>: <metric> ... on stderr), an "
           "artefact failed to run or differs from the manifest's sha256, or no artefact was "
@@ -28,7 +28,7 @@ __all__ = ["BenchConfig", "Results", "build_parser", "main", "run_benchmarks"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d, t = BenchConfig("", "", ""), Tolerances()
+    d = BenchConfig("", "", "")
     p = cli.parser("python -m benchmarks.run", (__doc__ or "").split("\n\n")[0], EPILOG)
     p.add_argument("--artifacts", required=True, metavar="DIR", help="export folder (manifest)")
     p.add_argument("--student-ckpt", required=True, metavar="S.pth", help="float student")
@@ -52,24 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=d.bootstrap, help="ROC-AUC CI resamples")
     p.add_argument("--seed", type=int, default=d.seed, help="bootstrap seed")
     p.add_argument("--out", default=d.out, metavar="R", help="results folder")
-    p.add_argument("--max-auc-delta", type=float, default=t.max_auc_delta,
-                   help="largest |ROC-AUC - float student's|")
-    p.add_argument("--min-sensitivity", type=float, default=None,
-                   help="sensitivity floor (default: the float student's target sensitivity "
-                        "minus the contract's margin, kd_core.deploy.Decision.min_sensitivity)")
-    p.add_argument("--max-ece-delta", type=float, default=t.max_ece_delta,
-                   help="largest ECE above the float student's")
-    p.add_argument("--min-top1-agreement", type=float, default=t.min_top1_agreement,
-                   help="argmax and multi-class models: smallest share of images whose most "
-                   "probable class is the float student's")
+    add_tolerance_arguments(p)
     p.add_argument("--no-gate", action="store_true", help="report violations, exit 0")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    tol = Tolerances(args.max_auc_delta, args.min_sensitivity, args.max_ece_delta,
-                     args.min_top1_agreement)
+    tol = tolerances_from_args(args)
     return BenchConfig(
         artifacts=args.artifacts, student_ckpt=args.student_ckpt, data_dir=args.data_dir,
         teacher_ckpt=args.teacher_ckpt, prepared_dir=args.prepared_dir, split=args.split,

@@ -20,6 +20,7 @@ from exporters.run import (
     export_checkpoint,
 )
 from kd_core import cli
+from kd_core.parity import add_tolerance_arguments, tolerances_from_args
 
 DEFAULT_FAMILIES = "fp32,int8"
 
@@ -100,6 +101,7 @@ def _int8_arguments(p: argparse.ArgumentParser) -> None:
                         "folder, of which only the validation split is read (never the holdout)")
     p.add_argument("--repair-budget-min", type=float, default=DEFAULT_BUDGET_MIN, metavar="N",
                    help="wall-clock minutes the repair ladder may spend per format")
+    add_tolerance_arguments(p)  # the gate the ladder aims at (as benchmarks.run's)
     p.add_argument("--speed-plan", default=DEFAULT_SPEED_PLAN,
                    metavar="auto|measure|off|FILE",
                    help="keep float the INT8 sites whose int8 kernel is slower than float: "
@@ -127,6 +129,7 @@ def _main(args: argparse.Namespace, fixed: tuple[str, ...] | None) -> int:
         allow_uncalibrated=args.allow_uncalibrated,
         allow_few_calib_images=args.allow_few_calib_images, val_data=args.val_data,
         repair=args.repair, repair_budget_min=args.repair_budget_min,
+        repair_tolerances=tolerances_from_args(args),
         speed_plan=args.speed_plan)
     ckpt: Path = args.checkpoint
     out = args.out if args.out is not None else ckpt.parent / f"{ckpt.stem}_export"

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from exporters.job import FormatResult, load_settings, run_format
 from exporters.manifest import Merge, merge_manifest, read_previous
 from kd_core.deploy import Manifest, manifest_path, write_manifest
 from kd_core.io import path_bytes
+from kd_core.parity import Tolerances
 
 if TYPE_CHECKING:
     from exporters.int8.options import Int8Options
@@ -64,6 +65,7 @@ class ExportOptions:
     val_data: Path | None = None  # labelled validation images (its val split) for INT8 repair
     repair: str | None = None  # auto | off | recalibrate; None: auto with val_data, else off
     repair_budget_min: float = DEFAULT_BUDGET_MIN
+    repair_tolerances: Tolerances = field(default_factory=Tolerances)  # the gate aimed at
     speed_plan: str = DEFAULT_SPEED_PLAN  # off | auto | measure | a site-timings JSON file
 
 
@@ -241,7 +243,8 @@ def _int8_options(options: ExportOptions, checked: tuple[str, str, tuple[SiteTim
         assert options.val_data is not None
         validation = load_validation(options.val_data, settings.preprocessing, settings.decision)
     return Int8Options(speed=speed, timings=timings, repair=repair,
-                       repair_budget_min=options.repair_budget_min, validation=validation)
+                       repair_budget_min=options.repair_budget_min,
+                       tolerances=options.repair_tolerances, validation=validation)
 
 
 def export_model(model: Any, settings: ExportSettings, out: Path, formats: tuple[str, ...],

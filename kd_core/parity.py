@@ -17,6 +17,7 @@ agreement.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +34,36 @@ class Tolerances:
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
+
+
+def add_tolerance_arguments(p: argparse.ArgumentParser) -> None:
+    """The gate's tolerances as flags (``benchmarks.run``, and ``exporters.all`` for its repair
+    ladder, which aims at the gate that will be run)."""
+    t = Tolerances()
+    p.add_argument("--max-auc-delta", type=float, default=t.max_auc_delta,
+                   help="largest |ROC-AUC - float student's|")
+    p.add_argument("--min-sensitivity", type=float, default=None,
+                   help="sensitivity floor (default: the float student's target sensitivity "
+                        "minus the contract's margin, kd_core.deploy.Decision.min_sensitivity)")
+    p.add_argument("--max-ece-delta", type=float, default=t.max_ece_delta,
+                   help="largest ECE above the float student's")
+    p.add_argument("--min-top1-agreement", type=float, default=t.min_top1_agreement,
+                   help="argmax and multi-class models: smallest share of images whose most "
+                   "probable class is the float student's")
+
+
+def tolerances_from_args(args: argparse.Namespace) -> Tolerances:
+    """``Tolerances`` from ``add_tolerance_arguments``'s flags, each checked (BadInput)."""
+    from kd_core.cli import BadInput
+
+    for flag, value, low, high in (("--max-auc-delta", args.max_auc_delta, 0.0, 1.0),
+                                   ("--min-sensitivity", args.min_sensitivity, 0.0, 1.0),
+                                   ("--max-ece-delta", args.max_ece_delta, 0.0, 1.0),
+                                   ("--min-top1-agreement", args.min_top1_agreement, 0.0, 1.0)):
+        if value is not None and not low <= value <= high:
+            raise BadInput(f"{flag} must be between {low:g} and {high:g}, got {value}")
+    return Tolerances(args.max_auc_delta, args.min_sensitivity, args.max_ece_delta,
+                      args.min_top1_agreement)
 
 
 @dataclass(frozen=True)

@@ -207,13 +207,14 @@ def test_repair_never_reads_the_holdout_and_off_changes_nothing(setup: dict[str,
     watching[0] = True
     try:
         auto = _export(setup, "auto", "--val-data", str(setup["prepared"]),
-                       "--repair-budget-min", "1")
+                       "--repair-budget-min", "1", "--max-ece-delta", "0.02")
     finally:
         watching[0] = False
     assert any(p.endswith("val_data.csv") for p in opened)
     assert not [p for p in opened if p.endswith("holdout_data.csv") or p in holdout]
     record = auto["repair"]
     assert record["mode"] == "auto" and record["validation"]["split"] == "val"
+    assert record["tolerances"]["max_ece_delta"] == 0.02  # the gate the ladder aimed at
     assert record["rung"] in ("none", "recalibrate", "better_calibration", "mixed_precision",
                               "failed")
     if record["rung"] == "none":
@@ -279,6 +280,8 @@ def test_speed_plan_file_keeps_the_slow_site_float_deterministically(
     (("--repair", "recalibrate"), "--repair recalibrate needs labelled validation images"),
     (("--repair-budget-min", "0", "--val-data", "PREPARED"), "--repair-budget-min"),
     (("--speed-plan", "nope.json"), "--speed-plan: nope.json: unreadable site-timings file"),
+    (("--min-top1-agreement", "1.5", "--val-data", "PREPARED"),
+     "--min-top1-agreement must be between 0 and 1, got 1.5"),
     (("--repair", "auto", "--val-data", "PREPARED", "--precisions", "fp32"),
      "makes no quantized artefact to repair"),
 ])

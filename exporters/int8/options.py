@@ -4,7 +4,8 @@
 - ``plan`` and ``observer`` steer one quantization: the format exporters pass the options to
   ``quantize_pt2e`` / ``tflite_convert_kwargs`` / ``quantize_onnx``, which keep the plan's sites
   float (the recipe's ``float_sites`` way) and calibrate with ``observer``.
-- ``speed``, ``timings``, ``repair``, ``repair_budget_min`` and ``validation`` are the objectives
+- ``speed``, ``timings``, ``repair``, ``repair_budget_min``, ``tolerances`` and ``validation`` are
+  the objectives
   run after a format's export (``exporters.int8.objectives``).
 
 ``exporters.run`` builds them from ``ExportOptions`` before any work. Imports no torch.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from exporters.int8.plan import PrecisionPlan
+from kd_core.parity import Tolerances
 
 if TYPE_CHECKING:
     from exporters.int8.speed import SiteTimings
@@ -35,6 +37,7 @@ class Int8Options:
     timings: tuple[SiteTimings, ...] = ()  # from that file (auto: the recipes' stored ones)
     repair: str = "off"  # off | recalibrate | auto (resolved: never auto without validation)
     repair_budget_min: float | None = None  # the ladder's wall clock per format; None: no limit
+    tolerances: Tolerances = field(default_factory=Tolerances)  # the gate the ladder aims at
     validation: ValidationSet | None = field(default=None, repr=False, compare=False)
 
     def active(self) -> bool:

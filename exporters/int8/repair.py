@@ -126,7 +126,7 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     val, decision = int8.validation, cfg.decision
     record: dict[str, Any] = {"mode": int8.repair, "validation": val.to_manifest()}
     images = val.normalized()
-    tol = Tolerances()
+    tol = int8.tolerances
     floor = sensitivity_floor(decision, tol)
     student = float_logits(model, images)
     ref = metrics_row(student, val, decision, student)
