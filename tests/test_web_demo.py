@@ -121,11 +121,13 @@ def test_float_io_runs_like_int8_in_host_litert(export: Path) -> None:
     assert np.abs(web - int8).max() <= 4 * step
 
 
-def test_float_io_refuses_a_model_without_int8_io(export: Path) -> None:
-    from exporters.int8.float_io import FloatIOError, to_float_io
+def test_float_io_leaves_float32_io_as_it_is(export: Path) -> None:
+    """A graph float32 at both ends already (a precision plan keeping its first and last layers
+    float) is returned unchanged; its float32 sides need no QUANTIZE/DEQUANTIZE."""
+    from exporters.int8.float_io import to_float_io
 
-    with pytest.raises(FloatIOError, match="input is not int8"):
-        to_float_io((export / f"{NAME}.tflite").read_bytes())
+    web = (export / f"{NAME}.tflite").read_bytes()
+    assert to_float_io(web) == web
 
 
 def test_sync_copies_the_gated_web_artefact_and_a_trimmed_manifest(

@@ -27,11 +27,13 @@ MAX_OUTPUT_STEPS = 4.0
 
 
 class FloatIOError(ExportError):
-    """The model is not a single-subgraph int8-in, int8-out TFLite flatbuffer."""
+    """The model is not a single-subgraph TFLite flatbuffer with int8 or float32 I/O."""
 
 
 def to_float_io(model: bytes) -> bytes:
-    """The int8-I/O flatbuffer ``model`` with float32 input and output (see the module doc).
+    """The int8-I/O flatbuffer ``model`` with float32 input and output (see the module doc). A
+    side that is float32 already (a precision plan keeping the first or last layer float) is
+    left as it is; a model float32 on both sides is returned unchanged.
 
     The bytes are re-serialized by ``flatbuffer_utils``; ``exporters.tflite.add_metadata`` (run
     on them next) restores the schema's 16-byte alignment of weight buffers.
@@ -48,14 +50,21 @@ def to_float_io(model: bytes) -> bytes:
                            f"{len(graph.outputs)}")
     old_in, old_out = int(graph.inputs[0]), int(graph.outputs[0])
     for which, index in (("input", old_in), ("output", old_out)):
-        if graph.tensors[index].type != schema.TensorType.INT8:
-            raise FloatIOError(f"the model's {which} is not int8 (TFLite type "
-                               f"{graph.tensors[index].type}); nothing to rewrite")
-    new_in, new_out = _float_twin(schema, graph, old_in), _float_twin(schema, graph, old_out)
-    quant = _opcode(schema, obj, schema.BuiltinOperator.QUANTIZE)
-    dequant = _opcode(schema, obj, schema.BuiltinOperator.DEQUANTIZE)
-    graph.operators = [_operator(schema, quant, new_in, old_in), *graph.operators,
-                       _operator(schema, dequant, old_out, new_out)]
+        if graph.tensors[index].type not in (schema.TensorType.INT8, schema.TensorType.FLOAT32):
+            raise FloatIOError(f"the model's {which} is neither int8 nor float32 (TFLite type "
+                               f"{graph.tensors[index].type})")
+    # A side already float32 (its first or last layer kept float by the precision plan) stays.
+    rewrite_in = graph.tensors[old_in].type == schema.TensorType.INT8
+    rewrite_out = graph.tensors[old_out].type == schema.TensorType.INT8
+    if not (rewrite_in or rewrite_out):
+        return model
+    new_in = _float_twin(schema, graph, old_in) if rewrite_in else old_in
+    new_out = _float_twin(schema, graph, old_out) if rewrite_out else old_out
+    head = [_operator(schema, _opcode(schema, obj, schema.BuiltinOperator.QUANTIZE), new_in,
+                      old_in)] if rewrite_in else []
+    tail = [_operator(schema, _opcode(schema, obj, schema.BuiltinOperator.DEQUANTIZE), old_out,
+                      new_out)] if rewrite_out else []
+    graph.operators = [*head, *graph.operators, *tail]
     graph.inputs, graph.outputs = np.array([new_in]), np.array([new_out])
     for sig in obj.signatureDefs or []:
         for t in sig.inputs or []:
