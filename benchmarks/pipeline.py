@@ -51,7 +51,7 @@ PROFILES = {
     # The seed project's settings for real HAM10000 on a GPU.
     "full": Profile(image_size=224, teacher="resnet34", student="mobilenet_v3_small",
                     teacher_epochs=50, student_epochs=50, batch_size=128, patience=10,
-                    synth_images=2000, synth_size=128, calib_samples=512, bench_runs=100,
+                    synth_images=2000, synth_size=128, calib_samples=1024, bench_runs=100,
                     bench_limit=None),
 }
 STAGES = ("data", "teacher", "student", "export", "benchmark", "report")

@@ -71,7 +71,7 @@ def test_help_imports_no_torch_and_shows_every_default(module: str) -> None:
     assert not {m for m in imported if m.split(".")[0] in BACKENDS}
     help_text = " ".join(proc.stdout.split())
     for text in ("CKPT", "--out", "--precisions", "(default: fp32,int8)", "--calib-data",
-                 "(default: 256)", "--allow-uncalibrated", "--allow-few-calib-images",
+                 "(default: 1024)", "--allow-uncalibrated", "--allow-few-calib-images",
                  "(default: auto)", "coreml: fp16", "Exit codes: 0 ok"):
         assert text in help_text, text
     assert ("--formats" in help_text) == (module == "exporters.all")

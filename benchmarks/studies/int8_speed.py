@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.inputs import BenchInputError, csv_list, thread_list
+from exporters.calibration_data import DEFAULT_SAMPLES
 from kd_core import cli
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "Exit 1: an INT8 artefact is outside the gate, or an export or timing failed.")
     p.add_argument("model", nargs="?", help="checkpoint (.pth) or architecture name")
     p.add_argument("--calib-data", type=Path, help="INT8 calibration images (see exporters.all)")
-    p.add_argument("--calib-samples", type=int, default=256, help="INT8 calibration images")
+    p.add_argument("--calib-samples", type=int, default=DEFAULT_SAMPLES,
+                   help="INT8 calibration images")
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's")
     p.add_argument("--formats", type=csv_list, default=",".join(FORMATS),
                    help="runtimes to compare")
