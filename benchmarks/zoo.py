@@ -345,7 +345,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     written = write_outputs(data, Path(args.out), args.update_readme)
     print(markdown_table(data["cells"]))
     s = data["summary"]
-    print(f"\nfp32 within 1e-4: {s['fp32_within_tolerance']} of {s['fp32_cells']}; INT8 "
+    print(f"\nfp32 within tolerance: {s['fp32_within_tolerance']} of {s['fp32_cells']}; INT8 "
           f"exported {s['int8_exported']} of {s['int8_cells']}, gate passed "
           f"{s['int8_gate_pass']}; wrote {', '.join(map(str, written))}")
     return cli.EXIT_OK
