@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.inputs import csv_list, thread_list
+from exporters.calibration_data import DEFAULT_SAMPLES
 from kd_core import cli
 
 
@@ -46,12 +47,14 @@ PROFILES = {
     # A 2-core CPU, under 10 minutes on the synthetic data.
     "quick": Profile(image_size=64, teacher="resnet18", student="mobilenet_v3_small",
                      teacher_epochs=6, student_epochs=8, batch_size=64, patience=10,
-                     synth_images=2000, synth_size=128, calib_samples=512, bench_runs=50,
+                     synth_images=2000, synth_size=128, calib_samples=DEFAULT_SAMPLES,
+                     bench_runs=50,
                      bench_limit=None),
     # The seed project's settings for real HAM10000 on a GPU.
     "full": Profile(image_size=224, teacher="resnet34", student="mobilenet_v3_small",
                     teacher_epochs=50, student_epochs=50, batch_size=128, patience=10,
-                    synth_images=2000, synth_size=128, calib_samples=1024, bench_runs=100,
+                    synth_images=2000, synth_size=128, calib_samples=DEFAULT_SAMPLES,
+                    bench_runs=100,
                     bench_limit=None),
 }
 STAGES = ("data", "teacher", "student", "export", "benchmark", "report")
