@@ -41,6 +41,7 @@ class Profile:
     bench_runs: int
     bench_limit: int | None  # holdout images scored (None: all)
     pretrained: str = "none"
+    qat_steps: int = 0  # the INT8 repair ladder's opt-in QAT rung (exporters.all --qat-steps)
 
 
 PROFILES = {
@@ -61,7 +62,7 @@ STAGES = ("data", "teacher", "student", "export", "benchmark", "report")
 FORMATS = "tflite,executorch,coreml,onnx"
 MINIMUMS = {"image_size": 1, "teacher_epochs": 1, "student_epochs": 1, "batch_size": 1,
             "patience": 0, "synth_images": 50, "synth_size": 16, "calib_samples": 1,
-            "bench_runs": 1, "bench_limit": 2}
+            "bench_runs": 1, "bench_limit": 2, "qat_steps": 0}
 
 
 def build_parser() -> argparse.ArgumentParser:

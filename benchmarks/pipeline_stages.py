@@ -115,10 +115,11 @@ def stage_export(student: Path, prepared: Path, p: Any, args: argparse.Namespace
     options = ExportOptions(formats=tuple(args.formats), precisions=PRECISIONS,
                             calib_data=prepared, calib_samples=p.calib_samples, seed=args.seed,
                             jobs=auto_jobs(), threads=1, val_data=prepared, repair="auto",
-                            speed_plan="measure")
+                            qat_steps=p.qat_steps, speed_plan="measure")
     inputs = {"student": file_key(student), "calib": file_key(prepared / "split_metadata.json"),
               "calib_samples": p.calib_samples, "seed": args.seed, "formats": list(args.formats),
-              "repair": options.repair, "speed_plan": options.speed_plan}
+              "repair": options.repair, "qat_steps": p.qat_steps,
+              "speed_plan": options.speed_plan}
 
     def body() -> Done:
         result = export_checkpoint(student, out, options)

@@ -65,6 +65,7 @@ class ExportOptions:
     val_data: Path | None = None  # labelled validation images (its val split) for INT8 repair
     repair: str | None = None  # auto | off | recalibrate; None: auto with val_data, else off
     repair_budget_min: float = DEFAULT_BUDGET_MIN
+    qat_steps: int = 0  # the ladder's opt-in QAT rung (0: off)
     repair_tolerances: Tolerances = field(default_factory=Tolerances)  # the gate aimed at
     speed_plan: str = DEFAULT_SPEED_PLAN  # off | auto | measure | a site-timings JSON file
 
@@ -203,6 +204,11 @@ def _check_int8(options: ExportOptions, formats: tuple[str, ...], families: tupl
     if not 0 < options.repair_budget_min < float("inf"):
         raise UsageError(f"--repair-budget-min must be a positive number of minutes, got "
                          f"{options.repair_budget_min}")
+    if options.qat_steps < 0:
+        raise UsageError(f"--qat-steps must be >= 0, got {options.qat_steps}")
+    if options.qat_steps and repair != "auto":
+        raise UsageError(f"--qat-steps is a rung of --repair auto (with --val-data), not of "
+                         f"--repair {repair}")
     planned = any(set(get_exporter(f).planned_precisions())
                   & set(get_exporter(f).artefact_precisions(families)) for f in formats)
     if options.repair not in (None, "off") and not planned:
@@ -243,7 +249,7 @@ def _int8_options(options: ExportOptions, checked: tuple[str, str, tuple[SiteTim
         assert options.val_data is not None
         validation = load_validation(options.val_data, settings.preprocessing, settings.decision)
     return Int8Options(speed=speed, timings=timings, repair=repair,
-                       repair_budget_min=options.repair_budget_min,
+                       repair_budget_min=options.repair_budget_min, qat_steps=options.qat_steps,
                        tolerances=options.repair_tolerances, validation=validation)
 
 

@@ -319,3 +319,28 @@ def test_float_io_tflite_carries_the_int8_artefacts_plan_and_repair(
         assert (meta["threshold"], meta["temperature"]) == (int8["threshold"],
                                                            int8["temperature"])
         assert meta["precision_plan"]["float_sites"][0]["name"] == slow_name
+
+
+def test_of_two_failing_candidates_the_one_closer_to_the_gate_ranks_first() -> None:
+    rng = np.random.default_rng(0)
+    student = rng.normal(0, 2, (2000, 3))
+    y = student.argmax(1)
+    val = _val(y)
+    decision = Decision(("a", "b", "c"), None, 1.0, None, None)
+    ref = score(student, val, decision, {"roc_auc": 0, "ece": 1}, student, Tolerances(),
+                None).metrics
+
+    def flipped(share: float) -> np.ndarray:  # ``share`` of the images swap their top two
+        out = student.copy()
+        idx = rng.permutation(len(out))[: int(share * len(out))]
+        top = out[idx].argmax(1)
+        out[idx, top] -= 10.0
+        return out
+
+    tol = Tolerances(min_top1_agreement=0.99)
+    far = score(flipped(0.06), val, decision, ref, student, tol, None)
+    near = score(flipped(0.015), val, decision, ref, student, tol, None)
+    assert any("top-1 agreement" in v for v in far.violations + near.violations)
+    assert near.metrics["argmax_agreement_vs_student"] > far.metrics[
+        "argmax_agreement_vs_student"]
+    assert near.rank() < far.rank()

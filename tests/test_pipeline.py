@@ -38,6 +38,7 @@ def ran(out: str) -> set[str]:
     ("--student", "nope", "--student: unknown nope; choose from "),
     ("--threads", "0", "--threads must list thread counts >= 1, got 0"),
     ("--bench-runs", "0", "--bench-runs must be >= 1, got 0"),
+    ("--qat-steps", "-1", "--qat-steps must be >= 0, got -1"),
     ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
     ("--image-size", "4", "--image-size must be an integer from 8 to"),  # the trainer's own rule
     ("--pretrained", "weights.pt", "--pretrained weights.pt: neither none, imagenet nor a file"),

@@ -91,10 +91,16 @@ class Scored:
 
     metrics: dict[str, Any]
     violations: tuple[str, ...]
+    shortfall: float = 0.0  # how far past their limits the violations are, summed
 
     @property
     def passed(self) -> bool:
         return not self.violations
+
+    def rank(self) -> tuple[float, int]:
+        """Smaller is closer to passing: a smaller shortfall (ROC-AUC, agreement, sensitivity
+        and ECE are all on a 0-1 scale), then fewer violations."""
+        return self.shortfall, len(self.violations)
 
     def to_dict(self) -> dict[str, Any]:
         from kd_core.finalize import finite
@@ -132,7 +138,10 @@ def score(logits: np.ndarray, val: ValidationSet, decision: Decision, ref: dict[
     metrics = metrics_row(logits, val, decision, student_logits)
     row = {"name": "candidate", "status": "ok", "accuracy": metrics}
     violations = check_row(row, {"accuracy": ref}, tol, floor)
-    return Scored(metrics, tuple(v.message for v in violations))
+    shortfall = sum(abs(abs(v.value) - v.limit) if v.value is not None and v.limit is not None
+                    else float("inf") for v in violations)  # ROC-AUC: |delta| past its limit
+    return Scored(metrics, tuple(v.message for v in violations),
+                  shortfall if np.isfinite(shortfall) else float("inf"))
 
 
 def refit(logits: np.ndarray, val: ValidationSet, decision: Decision) -> Decision:

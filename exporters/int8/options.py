@@ -1,12 +1,12 @@
 """What an INT8 export is asked to do beyond its format's recipe: ``Int8Options``, carried on
 ``ExportSettings.int8`` (None: the plain recipe, every site INT8, nothing after the export).
 
-- ``plan`` and ``observer`` steer one quantization: the format exporters pass the options to
-  ``quantize_pt2e`` / ``tflite_convert_kwargs`` / ``quantize_onnx``, which keep the plan's sites
-  float (the recipe's ``float_sites`` way) and calibrate with ``observer``.
-- ``speed``, ``timings``, ``repair``, ``repair_budget_min``, ``tolerances`` and ``validation`` are
-  the objectives
-  run after a format's export (``exporters.int8.objectives``).
+- ``plan``, ``observer`` and ``qat`` steer one quantization: the format exporters pass the
+  options to ``quantize_pt2e`` / ``tflite_convert_kwargs`` / ``quantize_onnx``, which keep the
+  plan's sites float (the recipe's ``float_sites`` way) and calibrate with ``observer`` (or,
+  with ``qat``, fine-tune on the calibration images: ``exporters.int8.qat``).
+- ``speed``, ``timings``, ``repair``, ``repair_budget_min``, ``qat_steps``, ``tolerances`` and
+  ``validation`` are the objectives run after a format's export (``exporters.int8.objectives``).
 
 ``exporters.run`` builds them from ``ExportOptions`` before any work. Imports no torch.
 """
@@ -20,6 +20,7 @@ from exporters.int8.plan import PrecisionPlan
 from kd_core.parity import Tolerances
 
 if TYPE_CHECKING:
+    from exporters.int8.qat import QatSpec
     from exporters.int8.speed import SiteTimings
     from exporters.validation_data import ValidationSet
 
@@ -33,6 +34,8 @@ class Int8Options:
 
     plan: PrecisionPlan = field(default_factory=PrecisionPlan)
     observer: str | None = None  # None: the recipe's (PT2E observer or ONNX calibration method)
+    qat: QatSpec | None = None  # fine-tune under fake quantization instead of calibrating
+    qat_steps: int = 0  # the ladder's opt-in rung 4 (0: off)
     speed: str = "off"  # off | measure | auto | the site-timings file the timings came from
     timings: tuple[SiteTimings, ...] = ()  # from that file (auto: the recipes' stored ones)
     repair: str = "off"  # off | recalibrate | auto (resolved: never auto without validation)

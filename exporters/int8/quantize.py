@@ -40,6 +40,7 @@ from exporters.int8.rewrites import recipe_for
 
 if TYPE_CHECKING:
     from exporters.int8.options import Int8Options
+    from exporters.int8.qat import QatSpec
 
 QUANTIZER_NAMES = {"litert": "litert_torch PT2EQuantizer", "xnnpack": "XNNPACKQuantizer",
                    "coreml": "executorch CoreMLQuantizer"}
@@ -75,7 +76,10 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
     recipe = recipe or recipe_for(fmt)
     float_sites = options.plan.names() if options is not None else frozenset()
     observer = options.observer if options is not None else None
+    qat = options is not None and options.qat is not None
     if recipe.quantizer == "coreml":
+        if qat:
+            raise ValueError("QAT goes through the LiteRT and ExecuTorch quantizers only")
         return _coreml_quantizer(recipe, float_sites, observer)
     if recipe.quantizer == "litert":
         from litert_torch.quantize.pt2e_quantizer import (
@@ -84,7 +88,8 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
         )
 
         base: type = PT2EQuantizer
-        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=recipe.dynamic)
+        config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat,
+                                                   is_dynamic=recipe.dynamic)
     elif recipe.quantizer == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -94,11 +99,15 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
         )
 
         base = XNNPACKQuantizer
-        config = xnn_config(is_per_channel=True, is_dynamic=recipe.dynamic)
+        config = xnn_config(is_per_channel=True, is_qat=qat, is_dynamic=recipe.dynamic)
     else:
         raise ValueError(f"{fmt}: the {recipe.quantizer} recipe is not a PT2E quantizer")
     full = recipe.full_annotation or float_sites
     cls = _full_quantizer(base, recipe, float_sites) if full else base
+    if qat:  # fake quantization everywhere; BatchNorm is folded before annotation
+        # (exporters.int8.qat), so the QAT-only conv-BN patterns match nothing, and litert-torch
+        # cannot even build them with this torch: annotate as for calibration.
+        return cls().set_global(replace(config, is_qat=False))
     return cls().set_global(with_observer(config, observer))
 
 
@@ -143,10 +152,22 @@ def quantize_with(
     calib_batches: Iterable[torch.Tensor],
     quantizer: Any,
     fold_quantize: bool = True,
+    qat: QatSpec | None = None,
+    tag: str = "",
 ) -> torch.fx.GraphModule:
-    """Export, prepare with ``quantizer``, calibrate, convert, drop exact no-op clamps."""
+    """Export, prepare with ``quantizer``, calibrate, convert, drop exact no-op clamps; with
+    ``qat``, fine-tune under fake quantization on the calibration images instead of
+    calibrating (``exporters.int8.qat``)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    if qat is not None:
+        from exporters.int8.qat import qat_quantize
+
+        tuned = qat_quantize(model, torch.cat(list(calib_batches)), quantizer, qat,
+                             fold_quantize, tag)
+        drop_redundant_clamps(tuned)
+        drop_hardswish_clamps(tuned)
+        return tuned
     exported = torch.export.export(model.eval(), tuple(example_inputs)).module()
     prepared = prepare_pt2e(exported, quantizer)
     n = 0
@@ -178,7 +199,9 @@ def quantize_pt2e(
     if recipe.quantizer == "onnxruntime":
         raise ValueError(f"{fmt} INT8 goes through quantize_onnx on the exported fp32 file")
     return quantize_with(model, example_inputs, calib_batches,
-                         make_quantizer(fmt, recipe, options), fold_quantize=recipe.fold_quantize)
+                         make_quantizer(fmt, recipe, options), fold_quantize=recipe.fold_quantize,
+                         qat=options.qat if options is not None else None,
+                         tag=f"{fmt}|{sorted(options.plan.names()) if options else []}")
 
 
 def tflite_convert_kwargs(fmt: str = "tflite", options: Int8Options | None = None
@@ -217,6 +240,10 @@ def quantize_recipe(fmt: str, options: Int8Options | None = None) -> dict[str, A
     }
     if observer is not None:
         out["calibration"] = f"{observer} observer (activations), MinMax per channel (weights)"
+    if options is not None and options.qat is not None:
+        out["method"] = "pt2e_qat"
+        out["calibration"] = "quantization-aware fine-tune on the calibration images"
+        out["qat"] = options.qat.to_dict()
     out.update({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(recipe).items()
                 if k not in _NOT_RECORDED})
     return out

@@ -15,10 +15,17 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
    sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top 1, 2, 4, ... kept
    float (on top of any speed-plan sites) until the gate passes.
 
-(QAT, the issue's opt-in fourth rung, is not built.) Every rung after 0 is recalibrated too; a
-candidate is re-exported with its own decision only when it is kept. The ladder stops at the
-first passing candidate, or when ``repair_budget_min`` is spent, keeping the candidate with the
-fewest violations. ``--repair recalibrate`` stops after rung 1.
+4. QAT (opt-in: ``Int8Options.qat_steps``; the PT2E quantizers of LiteRT and ExecuTorch): the
+   float model fine-tuned under fake quantization on ``MORE_CALIBRATION`` x the calibration
+   images (training images), distilled from its own logits (``exporters.int8.qat``); first
+   with no accuracy float sites, then on top of each plan rung 3 tried, fewest sites first.
+   It has a budget of its own and its time is recorded apart (``qat_seconds``).
+
+Every rung after 0 is recalibrated too; a candidate is re-exported with its own decision only
+when it is kept. The ladder stops at the first passing candidate, or when ``repair_budget_min``
+is spent, keeping the candidate closest to passing (the smallest sum of how far each violation
+is past its limit, then the fewest violations); rung 3 builds on the closest one so far.
+``--repair recalibrate`` stops after rung 1.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from exporters.int8.candidates import (
     runtime_logits,
     score,
 )
-from exporters.int8.plan import find_sites, float_site
+from exporters.int8.plan import PrecisionPlan, find_sites, float_site
 from kd_core.parity import Tolerances, sensitivity_floor
 
 if TYPE_CHECKING:
@@ -52,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MORE_CALIBRATION = 4
 RANKING_IMAGES = 256
+QAT_QUANTIZERS = ("litert", "xnnpack")
 
 
 @dataclass
@@ -79,19 +87,24 @@ class Ladder:
     floor: float | None
     budget_s: float
     start: float = field(default_factory=time.monotonic)
+    budget_start: float = field(default_factory=time.monotonic)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     best: Candidate | None = None
     ranking: list[dict[str, Any]] | None = None
+    mixed_plans: list[PrecisionPlan] = field(default_factory=list)  # what rung 3 tried
 
     def out_of_time(self) -> bool:
-        return time.monotonic() - self.start > self.budget_s
+        return time.monotonic() - self.budget_start > self.budget_s
+
+    def passed(self) -> bool:
+        return any(a.get("passed") for a in self.attempts)
 
     def consider(self, rung: str, detail: str, cand: Candidate, seconds: float) -> bool:
         self.attempts.append({"rung": rung, "detail": detail, "seconds": round(seconds, 1),
                               **cand.scored.to_dict()})
         log.info("%s repair, %s (%s): %s", self.fmt, rung, detail,
                  "passes" if cand.scored.passed else "; ".join(cand.scored.violations))
-        if self.best is None or len(cand.scored.violations) < len(self.best.scored.violations):
+        if self.best is None or cand.scored.rank() < self.best.scored.rank():
             self.best = cand
         return cand.scored.passed
 
@@ -141,6 +154,8 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
         return arts, int8, {**record, "rung": "none", "after": before.to_dict()}
     ladder.best = Candidate(int8, cfg, decision, before, arts)
     _climb(ladder, cfg, logits)
+    if int8.qat_steps > 0 and not ladder.passed() and int8.repair == "auto":
+        _qat(ladder, cfg)
     best = ladder.best
     if best.arts is None:  # the kept candidate, now with its own decision embedded
         best.arts = export_candidate(fmt, model, example, best.cfg, stage / "kept", best.int8,
@@ -149,6 +164,9 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     record.update(rung=rung, after=best.scored.to_dict(),
                   seconds=round(time.monotonic() - ladder.start, 1),
                   float_sites=[s.to_dict() for s in best.int8.plan.float_sites])
+    if int8.qat_steps > 0:
+        record["qat_seconds"] = round(sum(a.get("seconds", 0.0) for a in ladder.attempts
+                                          if a["rung"] == "qat"), 1)
     if ladder.ranking is not None:
         record["sensitivity"] = ladder.ranking
     return best.arts, best.int8, record
@@ -215,8 +233,35 @@ def _mixed_precision(ladder: Ladder, cfg: ExportSettings, int8: Int8Options) -> 
                   for s in ranked[:k]]
         plan = int8.plan.with_sites(
             chosen, f"accuracy: top {k} of {len(ranked)} sites by KL on validation")
+        ladder.mixed_plans.append(plan)
         if ladder.try_options("mixed_precision", f"{k} most sensitive sites float", cfg,
                               replace(int8, plan=plan)):
             return True
         k *= 2
     return False
+
+
+def _qat(ladder: Ladder, cfg: ExportSettings) -> None:
+    """Rung 4 on ``MORE_CALIBRATION`` x ``cfg``'s calibration images (the training split), with a
+    budget of its own: no accuracy float sites first, then each plan rung 3 tried."""
+    from exporters import get_exporter
+    from exporters.calibration_data import load_calibration
+    from exporters.int8.qat import QatSpec
+
+    int8, calib, recipe = cfg.int8, cfg.calibration, get_exporter(ladder.fmt).int8
+    assert int8 is not None and calib is not None and recipe is not None
+    if recipe.quantizer not in QAT_QUANTIZERS:
+        ladder.attempts.append({"rung": "qat", "detail": "skipped", "error": f"QAT needs a "
+                                f"PT2E quantizer; {ladder.fmt} uses {recipe.quantizer}"})
+        return
+    train = load_calibration(calib.source, calib.prep, cfg.labels,
+                             MORE_CALIBRATION * len(calib), calib.seed, allow_few=True)
+    base = replace(int8, observer=None, qat=QatSpec(int8.qat_steps, seed=calib.seed))
+    ladder.budget_start = time.monotonic()
+    for plan in [int8.plan, *ladder.mixed_plans]:
+        sites = len(plan.float_sites) - len(int8.plan.float_sites)
+        detail = f"{int8.qat_steps} steps on {len(train)} images" + (
+            f", {sites} most sensitive sites float" if sites else "")
+        if ladder.try_options("qat", detail, replace(cfg, calibration=train),
+                              replace(base, plan=plan)) or ladder.out_of_time():
+            return
