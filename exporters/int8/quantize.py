@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 QUANTIZER_NAMES = {"litert": "litert_torch PT2EQuantizer", "xnnpack": "XNNPACKQuantizer",
                    "coreml": "executorch CoreMLQuantizer"}
+QAT_QUANTIZERS = ("litert", "xnnpack")  # the ones whose QAT fake-quantize specs we annotate
 OBSERVERS = ("histogram", "minmax", "moving_average")
 # Core ML's quantizer names its observers itself; None: its default (moving average).
 COREML_OBSERVERS = {None: "moving_average_min_max", "moving_average": "moving_average_min_max",
@@ -77,9 +78,9 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
     float_sites = options.plan.names() if options is not None else frozenset()
     observer = options.observer if options is not None else None
     qat = options is not None and options.qat is not None
+    if qat and recipe.quantizer not in QAT_QUANTIZERS:
+        raise ValueError(f"{fmt}: QAT needs one of the {', '.join(QAT_QUANTIZERS)} quantizers")
     if recipe.quantizer == "coreml":
-        if qat:
-            raise ValueError("QAT goes through the LiteRT and ExecuTorch quantizers only")
         return _coreml_quantizer(recipe, float_sites, observer)
     if recipe.quantizer == "litert":
         from litert_torch.quantize.pt2e_quantizer import (

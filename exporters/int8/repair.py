@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MORE_CALIBRATION = 4
 RANKING_IMAGES = 256
-QAT_QUANTIZERS = ("litert", "xnnpack")
 
 
 @dataclass
@@ -247,6 +246,7 @@ def _qat(ladder: Ladder, cfg: ExportSettings) -> None:
     from exporters import get_exporter
     from exporters.calibration_data import load_calibration
     from exporters.int8.qat import QatSpec
+    from exporters.int8.quantize import QAT_QUANTIZERS
 
     int8, calib, recipe = cfg.int8, cfg.calibration, get_exporter(ladder.fmt).int8
     assert int8 is not None and calib is not None and recipe is not None
