@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from exporters import get_exporter, list_exporters, precision_families
 from exporters.calibration_data import DEFAULT_SAMPLES, MIN_SAMPLES
@@ -83,13 +84,15 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
                         "the format it was on; their converters' output goes to a log shown on "
                         "failure); 1 runs everything in this process; auto: the usable cores, "
                         "at most 2")
-    _int8_arguments(p)
+    add_int8_arguments(p)
     p.add_argument("--verbose", action="store_true",
                    help="debug logging, and the converters' own output instead of a log tail")
     return p
 
 
-def _int8_arguments(p: argparse.ArgumentParser) -> None:
+def add_int8_arguments(p: argparse.ArgumentParser) -> None:
+    """The INT8 repair and speed flags (also ``benchmarks.studies.export_check``'s); read them
+    with ``int8_options``."""
     p.add_argument("--repair", choices=("auto", "off", "recalibrate"), default=None,
                    help="repair an INT8 artefact that drifts from the float model, judged on "
                         "the validation split with the parity gate's rule: recalibrate its "
@@ -119,6 +122,13 @@ def _int8_arguments(p: argparse.ArgumentParser) -> None:
                         "benchmarks.studies.site_timings), off (every site INT8)")
 
 
+def int8_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``ExportOptions`` fields from ``add_int8_arguments``' flags (checked by the export)."""
+    return {"val_data": args.val_data, "repair": args.repair,
+            "repair_budget_min": args.repair_budget_min, "qat_steps": args.qat_steps,
+            "repair_tolerances": tolerances_from_args(args), "speed_plan": args.speed_plan}
+
+
 def _jobs(value: str) -> int | None:
     if value == "auto":
         return None
@@ -133,10 +143,8 @@ def _main(args: argparse.Namespace, fixed: tuple[str, ...] | None) -> int:
         calib_data=args.calib_data, calib_samples=args.calib_samples, seed=args.seed,
         jobs=_jobs(args.jobs), threads=args.threads, verbose=args.verbose,
         allow_uncalibrated=args.allow_uncalibrated,
-        allow_few_calib_images=args.allow_few_calib_images, val_data=args.val_data,
-        repair=args.repair, repair_budget_min=args.repair_budget_min,
-        qat_steps=args.qat_steps, repair_tolerances=tolerances_from_args(args),
-        speed_plan=args.speed_plan)
+        allow_few_calib_images=args.allow_few_calib_images,
+        **int8_options(args))
     ckpt: Path = args.checkpoint
     out = args.out if args.out is not None else ckpt.parent / f"{ckpt.stem}_export"
     result = export_checkpoint(ckpt, out, options)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from exporters.int8.options import Int8Options
     from exporters.int8.speed import SiteTimings
 
+    Int8Checked = tuple[str, str, tuple[SiteTimings, ...]]  # repair mode, speed plan, timings
+
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET_MIN = 10.0  # the repair ladder's wall-clock minutes per format (the issue's)
 DEFAULT_SPEED_PLAN = "auto"  # the stored timings of known architectures; see README/MANIFEST
@@ -155,14 +157,7 @@ def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> Ex
     import torch
 
     clock = Stopwatch()
-    formats = tuple(dict.fromkeys(options.formats or list_exporters()))
-    families = tuple(dict.fromkeys(options.precisions))
-    check_formats(formats, families)
-    jobs = auto_jobs() if options.jobs is None else options.jobs
-    if jobs < 1 or options.threads < 1:
-        raise UsageError(f"--jobs and --threads must be >= 1, got {jobs} and {options.threads}")
-    check_out_dir(out)
-    int8 = _check_int8(options, formats, families)
+    formats, families, jobs, int8 = _checked(options, out)
     previous = read_previous(out)
     model, settings = load_settings(checkpoint, families, options.allow_uncalibrated)
     calibrate = _check_calibration(options, formats, families)
@@ -186,8 +181,27 @@ def export_checkpoint(checkpoint: Path, out: Path, options: ExportOptions) -> Ex
     return replace(result, seconds=clock.seconds())
 
 
+def check_options(options: ExportOptions, out: Path) -> None:
+    """The checks ``export_checkpoint`` makes before any work (``UsageError``), for callers
+    that have work of their own to do first."""
+    _checked(options, out)
+
+
+def _checked(options: ExportOptions, out: Path
+             ) -> tuple[tuple[str, ...], tuple[str, ...], int, Int8Checked]:
+    """(formats, precision families, jobs, ``_check_int8``'s answer) of valid ``options``."""
+    formats = tuple(dict.fromkeys(options.formats or list_exporters()))
+    families = tuple(dict.fromkeys(options.precisions))
+    check_formats(formats, families)
+    jobs = auto_jobs() if options.jobs is None else options.jobs
+    if jobs < 1 or options.threads < 1:
+        raise UsageError(f"--jobs and --threads must be >= 1, got {jobs} and {options.threads}")
+    check_out_dir(out)
+    return formats, families, jobs, _check_int8(options, formats, families)
+
+
 def _check_int8(options: ExportOptions, formats: tuple[str, ...], families: tuple[str, ...]
-                ) -> tuple[str, str, tuple[SiteTimings, ...]]:
+                ) -> Int8Checked:
     """(repair mode, speed plan, the ``--speed-plan`` file's timings), both "off" when no
     format makes a planned INT8 artefact; a bad combination or file is a ``UsageError``
     before any work."""
@@ -226,7 +240,7 @@ def _check_int8(options: ExportOptions, formats: tuple[str, ...], families: tupl
     return repair, options.speed_plan, timings
 
 
-def _int8_options(options: ExportOptions, checked: tuple[str, str, tuple[SiteTimings, ...]],
+def _int8_options(options: ExportOptions, checked: Int8Checked,
                   settings: ExportSettings) -> Int8Options | None:
     """What the INT8 exports are asked beyond their recipes (None: nothing), with the
     validation split loaded for a repair (``UsageError`` for an unusable folder)."""

@@ -63,6 +63,30 @@ def test_bad_flags_exit_2_before_any_work(place: dict[str, Path], extra: tuple[s
     assert untouched(place)
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--formats", "onnx,tensorrt"), "--formats: unknown tensorrt; choose from"),
+    (("--threads", "0"), "--threads must be >= 1, got 0"),
+    (("--min-top1-agreement", "1.5"), "--min-top1-agreement must be between 0 and 1, got 1.5"),
+    (("--qat-steps", "200"), "--qat-steps is a rung of --repair auto (with --val-data), not of "
+     "--repair off"),
+    (("--val-data", "VAL", "--repair", "recalibrate", "--qat-steps", "200"),
+     "--qat-steps is a rung of --repair auto (with --val-data), not of --repair recalibrate"),
+])
+def test_export_check_bad_flags_exit_2_before_any_work(
+        place: dict[str, Path], extra: tuple[str, ...], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``exporters.all``'s INT8 flags pass through and are checked before the checkpoint is
+    built or the data read."""
+    from benchmarks.studies.export_check import main as export_check
+
+    out = place["tmp"] / "EC"
+    flags = [str(place["data"]) if f == "VAL" else f for f in extra]
+    assert export_check(["--data", str(place["data"]), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists() and untouched(place)
+
+
 def test_an_unwritable_out_is_found_before_any_work(place: dict[str, Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     blocker = place["tmp"] / "student.pth"  # a file: nothing can be created below it

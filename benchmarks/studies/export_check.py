@@ -4,7 +4,11 @@ against torch on real HAM10000 holdout images.
 
     python -m benchmarks.studies.export_check --data ../shared/data/ham10000 \\
         [--arch mobilenet_v3_small] [--num-classes 2] [--checkpoint CKPT] \\
-        [--out artifacts/export_check] [--images 200]
+        [--out artifacts/export_check] [--images 200] [--formats tflite,executorch] \\
+        [--val-data DIR --min-top1-agreement 0.99 --qat-steps N]
+
+``exporters.all``'s INT8 repair and speed flags pass through (``--val-data`` runs the repair
+ladder, which reads only the validation split; the parity images are holdout images).
 
 Without ``--checkpoint`` it builds a random-init checkpoint whose BatchNorm statistics come from
 real training images and whose head gives O(1) logits (a plain random init gives ~1e-7 logits,
@@ -16,7 +20,8 @@ meaningful ones.
 Prints the export's wall and CPU time and per-format seconds, sizes (INT8 <= 2.0 MB for
 mobilenet_v3_small), fp32 max |logit diff| vs torch, INT8 top-1 and decision agreement with
 torch's fake-quantized (PT2E) model (ONNX INT8, quantized by ONNX Runtime, against the float
-model); Core ML is checked by spec inspection at export. Writes ``export_check.json``.
+model) and, for every INT8 artefact, against the float model; Core ML is checked by spec
+inspection at export. Writes ``export_check.json``.
 """
 
 from __future__ import annotations
@@ -29,14 +34,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.inputs import BenchInputError
+from exporters.all import add_int8_arguments
 from kd_core import cli
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from exporters.run import ExportOptions
+
 log = logging.getLogger(__name__)
 SIZE_LIMIT_MB = {"mobilenet_v3_small": 2.0}
+FORMATS = ("tflite", "executorch", "coreml", "onnx")
 
 
 def finetune(model: nn.Module, x: Any, y: Any, steps: int) -> None:
@@ -114,18 +123,25 @@ def study_checkpoint(args: argparse.Namespace, prepared: Path, out: Path) -> Pat
                             args.train_steps)
 
 
-def export(ckpt: Path, out: Path, args: argparse.Namespace) -> tuple[Any, float, float]:
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    """The export's options from the flags (its checks run before any work: ``check_args``)."""
+    from exporters.all import int8_options
+    from exporters.run import ExportOptions
+
+    return ExportOptions(formats=args.formats, precisions=("fp32", "int8"),
+                         calib_data=args.data, calib_samples=args.calib_samples, seed=42,
+                         jobs=1, threads=args.threads,
+                         allow_uncalibrated=args.checkpoint is None, **int8_options(args))
+
+
+def export(ckpt: Path, out: Path, options: ExportOptions) -> tuple[Any, float, float]:
     """(ExportResult, wall seconds, CPU seconds) of one in-process export of every format.
     One process (jobs=1), so every artefact comes back with its torch reference."""
     import resource
     import time
 
-    from exporters.run import ExportOptions, export_checkpoint
+    from exporters.run import export_checkpoint
 
-    options = ExportOptions(formats=("tflite", "executorch", "coreml", "onnx"),
-                            precisions=("fp32", "int8"), calib_data=args.data,
-                            calib_samples=args.calib_samples, seed=42, jobs=1, threads=1,
-                            allow_uncalibrated=args.checkpoint is None)
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = export_checkpoint(ckpt, out, options)
@@ -165,7 +181,8 @@ def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def parity(ckpt: Path, result: Any, out: Path, x: np.ndarray) -> list[dict[str, Any]]:
-    """fp32 artefacts vs the float checkpoint; INT8 ones vs their own torch reference."""
+    """fp32 artefacts vs the float checkpoint; INT8 ones vs their own torch reference (the
+    kernels' parity) and vs the float checkpoint (what quantization cost)."""
     from kd_core.deploy import load_manifest
     from runtimes import load_runner
     from runtimes.torch_eager import checkpoint_entry
@@ -187,6 +204,9 @@ def parity(ckpt: Path, result: Any, out: Path, x: np.ndarray) -> list[dict[str, 
         vs = "torch float" if entry.format == "onnx" else "torch PT2E fake-quantized"
         rows.append({"name": entry.name, "vs": vs,
                      **agreement(got, torch_outputs(art.reference, x), manifest.decision)})
+        if vs != "torch float":
+            rows.append({"name": entry.name, "vs": "torch float",
+                         **agreement(got, float_logits, manifest.decision)})
     return rows
 
 
@@ -198,6 +218,10 @@ def report_lines(sizes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> lis
               f"top-1 agreement {100 * r['top1_agreement']:.1f} %  "
               f"decision agreement {100 * r['decision_agreement']:.1f} %" for r in rows]
     return lines
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,22 +239,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=256, help="INT8 calibration images")
     p.add_argument("--train-steps", type=int, default=0,
                    help="without --checkpoint: fine-tune the random model this many steps")
+    p.add_argument("--formats", type=_csv, default=",".join(FORMATS),
+                   help=f"comma-separated formats (default {','.join(FORMATS)})")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the export")
+    add_int8_arguments(p)  # exporters.all's repair and speed flags
     return p
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> ExportOptions:
+    """The export's options, every flag checked (``BadInput``) before any work."""
     from benchmarks.inputs import check_counts, check_known
+    from exporters.run import check_options
     from kd_core.io import check_output_dir
     from kd_core.models import list_models
 
     check_counts(images=(args.images, 1), calib_samples=(args.calib_samples, 1),
-                 train_steps=(args.train_steps, 0), num_classes=(args.num_classes, 2))
+                 train_steps=(args.train_steps, 0), num_classes=(args.num_classes, 2),
+                 threads=(args.threads, 1))
+    check_known("--formats", args.formats, FORMATS)
     if args.num_classes not in (2, 7):
         raise BenchInputError(f"--num-classes must be 2 or 7, got {args.num_classes}")
     check_known("--arch", (args.arch,), list_models())
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise BenchInputError(f"--checkpoint {args.checkpoint}: checkpoint not found")
     check_output_dir(args.out, "--out")
+    options = export_options(args)
+    check_options(options, args.out / f"{args.arch}_{args.num_classes}" / "export")
+    return options
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -241,15 +276,15 @@ def _main(args: argparse.Namespace) -> int:
     from kd_core.deploy import load_manifest
     from kd_core.io import write_json
 
-    check_args(args)
-    torch.set_num_threads(1)  # no thread oversubscription on a shared machine
+    options = check_args(args)
+    torch.set_num_threads(args.threads)  # default 1: no oversubscription on a shared machine
     out = args.out / f"{args.arch}_{args.num_classes}"
     try:
         prepared = resolve_prepared(args.data)
     except DataError as exc:
         raise BenchInputError(f"--data: {exc}") from None
     ckpt = study_checkpoint(args, prepared, out)
-    result, seconds, cpu = export(ckpt, out / "export", args)
+    result, seconds, cpu = export(ckpt, out / "export", options)
     print(f"export: {len(result.artifacts)} written, {len(result.failures)} failed; "
           f"{seconds:.1f} s wall, {cpu:.1f} s CPU")
     manifest = load_manifest(out / "export")
