@@ -111,3 +111,28 @@ def test_qat_steps_needs_the_auto_ladder(setup: dict[str, Path],
     assert main(argv) == 2
     assert "--qat-steps is a rung of --repair auto" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_kept_candidates_re_export_reuses_its_fine_tune(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The ladder tries a few QAT plans and then re-exports the kept one, often not the last:
+    each distinct fine-tune runs once (the real one takes minutes)."""
+    from exporters.int8 import qat as qat_module
+    from exporters.int8.qat import QatSpec, qat_quantize
+
+    runs: list[str] = []
+
+    def fake_qat(model: torch.nn.Module, images: torch.Tensor, quantizer: object,
+                 spec: QatSpec, fold_quantize: bool) -> torch.fx.GraphModule:
+        runs.append(str(quantizer))
+        return torch.fx.symbolic_trace(torch.nn.Linear(2, 2))
+
+    monkeypatch.setattr(qat_module, "_qat", fake_qat)
+    monkeypatch.setattr(qat_module, "_MEMO", {})
+    model, images, spec = torch.nn.Linear(2, 2), torch.ones(4, 2), QatSpec(steps=1)
+    for plan in ("plain", "1 site", "2 sites", "1 site"):  # the kept one: 1 site
+        qat_quantize(model, images, plan, spec, tag=plan)
+    assert runs == ["plain", "1 site", "2 sites"]
+    for plan in ("a", "b", "c", "d", "plain"):  # a bounded memo: the oldest goes first
+        qat_quantize(model, images, plan, spec, tag=plan)
+    assert runs[-1] == "plain" and len(qat_module._MEMO) == qat_module.MEMO_SIZE

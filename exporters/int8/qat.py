@@ -31,9 +31,11 @@ import torch
 
 log = logging.getLogger(__name__)
 WARMUP_IMAGES = 512  # calibrate the fake-quant observers on these before the first step
-# The ladder scores a candidate, then re-exports the kept one with its own decision embedded:
-# the second export reuses the fine-tuned model (same model, images, spec and quantizer).
+# The ladder scores each candidate, then re-exports the kept one (not always the last tried)
+# with its own decision embedded: that export reuses its fine-tuned model (same model, images,
+# spec and quantizer) instead of fine-tuning it again. The ladder tries a few QAT plans.
 _MEMO: dict[str, torch.fx.GraphModule] = {}
+MEMO_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ def qat_quantize(model: torch.nn.Module, images: torch.Tensor, quantizer: Any, s
     names the quantizer's configuration for reuse (the format and its float sites)."""
     key = _digest(model, images, f"{tag}|{spec}|{fold_quantize}")
     if key not in _MEMO:
-        _MEMO.clear()
+        while len(_MEMO) >= MEMO_SIZE:
+            del _MEMO[next(iter(_MEMO))]  # the oldest
         _MEMO[key] = _qat(model, images, quantizer, spec, fold_quantize)
     return copy.deepcopy(_MEMO[key])
 
