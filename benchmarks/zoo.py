@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.inputs import csv_list
 from benchmarks.parity import Tolerances
 from kd_core import cli
 
@@ -281,21 +282,17 @@ def write_outputs(data: dict[str, Any], out: Path, readme: Path | None = None) -
 # ---- the command line ------------------------------------------------------------------------
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def build_parser() -> argparse.ArgumentParser:
     d, t = ZooConfig((), "", ""), Tolerances()
     p = cli.parser("python -m benchmarks.zoo", __doc__)
-    p.add_argument("--archs", type=_csv, required=True, metavar="A,B",
+    p.add_argument("--archs", type=csv_list, required=True, metavar="A,B",
                    help="architectures, comma-separated (torchvision names, timm:NAME, or the "
                    "tiny test models)")
     p.add_argument("--data-dir", required=True, metavar="D", help="real images: HAM10000 "
                    "folder, image folder, CSV file or prepared folder")
     p.add_argument("--out", required=True, metavar="R", help="results folder")
     p.add_argument("--image-size", type=int, default=d.image_size, help="input size, pixels")
-    p.add_argument("--formats", type=_csv, default=d.formats, metavar="F,F",
+    p.add_argument("--formats", type=csv_list, default=d.formats, metavar="F,F",
                    help="formats to export")
     p.add_argument("--prepare", choices=("bn", "train"), default=d.prepare,
                    help="bn: batch-norm statistics from real images; train: a short training")

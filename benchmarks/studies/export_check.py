@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.inputs import BenchInputError
+from benchmarks.inputs import BenchInputError, csv_list
 from exporters.all import add_int8_arguments
 from kd_core import cli
 
@@ -220,10 +220,6 @@ def report_lines(sizes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> lis
     return lines
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("python -m benchmarks.studies.export_check", (__doc__ or "").split("\n\n")[0],
                    "Exit 1: an export failed.")
@@ -239,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=256, help="INT8 calibration images")
     p.add_argument("--train-steps", type=int, default=0,
                    help="without --checkpoint: fine-tune the random model this many steps")
-    p.add_argument("--formats", type=_csv, default=",".join(FORMATS),
+    p.add_argument("--formats", type=csv_list, default=",".join(FORMATS),
                    help=f"comma-separated formats (default {','.join(FORMATS)})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the export")
     add_int8_arguments(p)  # exporters.all's repair and speed flags
