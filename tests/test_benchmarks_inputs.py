@@ -64,7 +64,7 @@ def test_bad_flags_exit_2_before_any_work(place: dict[str, Path], extra: tuple[s
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (("--formats", "onnx,tensorrt"), "--formats: unknown tensorrt; choose from"),
+    (("--formats", "onnx,tensorrt"), "--formats: unknown format(s) tensorrt; known formats:"),
     (("--threads", "0"), "--threads must be >= 1, got 0"),
     (("--min-top1-agreement", "1.5"), "--min-top1-agreement must be between 0 and 1, got 1.5"),
     (("--qat-steps", "200"), "--qat-steps is a rung of --repair auto (with --val-data), not of "

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SIZE_LIMIT_MB = {"mobilenet_v3_small": 2.0}
-FORMATS = ("tflite", "executorch", "coreml", "onnx")
 
 
 def finetune(model: nn.Module, x: Any, y: Any, steps: int) -> None:
@@ -235,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=256, help="INT8 calibration images")
     p.add_argument("--train-steps", type=int, default=0,
                    help="without --checkpoint: fine-tune the random model this many steps")
-    p.add_argument("--formats", type=csv_list, default=",".join(FORMATS),
-                   help=f"comma-separated formats (default {','.join(FORMATS)})")
+    p.add_argument("--formats", type=csv_list, default=None,
+                   help="comma-separated formats (default: every registered one)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the export")
     add_int8_arguments(p)  # exporters.all's repair and speed flags
     return p
@@ -252,7 +251,6 @@ def check_args(args: argparse.Namespace) -> ExportOptions:
     check_counts(images=(args.images, 1), calib_samples=(args.calib_samples, 1),
                  train_steps=(args.train_steps, 0), num_classes=(args.num_classes, 2),
                  threads=(args.threads, 1))
-    check_known("--formats", args.formats, FORMATS)
     if args.num_classes not in (2, 7):
         raise BenchInputError(f"--num-classes must be 2 or 7, got {args.num_classes}")
     check_known("--arch", (args.arch,), list_models())
