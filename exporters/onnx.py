@@ -106,7 +106,7 @@ def _quantize(model: Any, example_inputs: tuple[Any, ...], stage: Path, out: Pat
     ready = prepare_float_model(model, FORMAT, example_inputs=example_inputs)
     export_onnx(ready, example_inputs, float_file)
     sites = find_sites(ready, example_inputs) if cfg.int8 and cfg.int8.plan else ()
-    recipe.update(quantize_onnx(float_file, out, iter(calib.normalized()[:, None]), INPUT_NAME,
+    recipe.update(quantize_onnx(float_file, out, list(calib.normalized()[:, None]), INPUT_NAME,
                                 cfg.int8, sites))
     return recipe
 
