@@ -169,3 +169,27 @@ def test_notebooks_execute_against_the_run(run: Path) -> None:
             assert "Traceback" not in text, name
     finally:
         os.environ.pop("EDGEKD_RUN", None)
+
+
+def test_model_card_names_the_scored_checkpoints_own_architecture(run: Path) -> None:
+    """A checkpoint trained in the teacher role and scored as the student: its config.json holds
+    the default student section too. The card names the architecture the export's manifest
+    records for that checkpoint, with the section that trained it, and no distillation."""
+    from dataclasses import replace
+
+    from benchmarks.model_card import gather, render_card, role_archs
+
+    inp = gather(run)
+    assert inp.archs == {"student": "tiny_mobilenet", "teacher": "tiny_resnet"}
+    trained = dict(inp.configs["student"])
+    trained["teacher"] = {**trained["student"], "loss": "ce"}  # the role that trained it
+    trained["student"] = {**trained["student"], "architecture": "mobilenet_v3_small"}
+    configs = {**inp.configs, "student": trained}
+    archs = role_archs(inp.meta, configs)
+    assert archs["student"] == "tiny_mobilenet"  # the manifest's, not the config's default
+    card = render_card(replace(inp, configs=configs, archs=archs))
+    assert card.startswith("# Model card: tiny_mobilenet melanoma-vs-rest")
+    line = next(s for s in card.splitlines() if s.startswith("- student:"))
+    assert "`tiny_mobilenet`" in line and "loss ce" in line and "distilled" not in line
+    # Without the manifest's record (another checkpoint), the config's section for the role.
+    assert role_archs({}, configs)["student"] == "mobilenet_v3_small"
