@@ -8,13 +8,15 @@ For each architecture: build it for the data's classes and set its batch-norm st
 real training images (``--prepare bn``; or train it briefly, ``--prepare train``), fit its
 temperature (and, with ``--positive``, its threshold) on the validation split, export every
 format at fp32 and INT8 (``exporters.run.export_checkpoint``, INT8 calibrated on real training
-images) and score every artefact in its real runtime against the float model on the
-``--split`` images (``benchmarks.harness.run_benchmarks``): fp32 max |Δlogit|, INT8 top-1
-agreement and ΔROC-AUC, 1-thread latency, size, the INT8 graph report, the parity gate. A
-format that fails keeps the converter's exact error in its cell. Each architecture's cells are
-kept in ``OUT/<arch>/cells.json`` and reused when rerun with the same settings (``--force``
-redoes them). ``OUT/zoo.json``, ``zoo.md`` and ``zoo.csv`` hold the matrix; ``--update-readme``
-writes it between ``<!-- zoo-matrix:start -->`` and ``<!-- zoo-matrix:end -->``.
+images; with ``--repair auto`` an INT8 artefact that drifts is repaired on the validation split
+by the exporters' ladder, as ``exporters.all --val-data`` does) and score every artefact in its
+real runtime against the float model on the ``--split`` images
+(``benchmarks.harness.run_benchmarks``): fp32 max |Δlogit|, INT8 top-1 agreement and ΔROC-AUC,
+1-thread latency, size, the INT8 graph report, the repair rung, the parity gate. A format that
+fails keeps the converter's exact error in its cell. Each architecture's cells are kept in
+``OUT/<arch>/cells.json`` and reused when rerun with the same settings (``--force`` redoes
+them). ``OUT/zoo.json``, ``zoo.md`` and ``zoo.csv`` hold the matrix; ``--update-readme`` writes
+it between ``<!-- zoo-matrix:start -->`` and ``<!-- zoo-matrix:end -->``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from benchmarks.inputs import csv_list
 from benchmarks.parity import Tolerances
+from exporters.run import DEFAULT_BUDGET_MIN
 from kd_core import cli
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,8 @@ class ZooConfig:
     warmup: int = 5
     seed: int = 42
     jobs: int = 1
+    repair: str = "off"  # "auto": the INT8 repair ladder on the validation split; "off": none
+    repair_budget_min: float = DEFAULT_BUDGET_MIN  # the ladder's wall-clock minutes per format
     force: bool = False
     tolerances: Tolerances = field(default_factory=Tolerances)
     command: str = ""
@@ -92,6 +97,10 @@ def check_config(cfg: ZooConfig) -> None:
     check_formats(cfg.formats, FAMILIES)
     if cfg.prepare not in ("bn", "train"):
         raise ZooInputError(f"--prepare must be bn or train, got {cfg.prepare!r}")
+    if cfg.repair not in ("auto", "off"):
+        raise ZooInputError(f"--repair must be auto or off, got {cfg.repair!r}")
+    if not cfg.repair_budget_min > 0:
+        raise ZooInputError(f"--repair-budget-min must be above 0, got {cfg.repair_budget_min}")
     for flag, value, low in (("--train-epochs", cfg.train_epochs, 1),
                              ("--bn-images", cfg.bn_images, 1), ("--runs", cfg.runs, 1),
                              ("--warmup", cfg.warmup, 0), ("--jobs", cfg.jobs, 1),
@@ -177,7 +186,9 @@ def arch_cells(arch: str, cfg: ZooConfig, prepared: Path) -> list[dict[str, Any]
     ckpt = build(arch, cfg, prepared, out)
     export = export_checkpoint(ckpt, out / "export", ExportOptions(
         formats=cfg.formats, precisions=FAMILIES, calib_data=prepared,
-        calib_samples=cfg.calib_samples, seed=cfg.seed, jobs=cfg.jobs))
+        calib_samples=cfg.calib_samples, seed=cfg.seed, jobs=cfg.jobs, repair=cfg.repair,
+        val_data=prepared if cfg.repair == "auto" else None,
+        repair_budget_min=cfg.repair_budget_min, repair_tolerances=cfg.tolerances))
     errors = {(f.format, f.precision): f.error for f in export.failures}
     entries = {}
     if manifest_path(out / "export").is_file():
@@ -251,6 +262,7 @@ def run_zoo(cfg: ZooConfig) -> dict[str, Any]:
             "prepared": str(prepared), "split": cfg.split,
             "n_eval": min(n_split, cfg.limit or n_split),
             "image_size": cfg.image_size, "prepare": cfg.prepare, "formats": list(cfg.formats),
+            "repair": cfg.repair,
             "runs": cfg.runs, "warmup": cfg.warmup, "host": host_device(),
             "versions": tool_versions(), "created": datetime.now(UTC).isoformat(),
             "command": cfg.command, "tolerances": cfg.tolerances.to_dict()}
@@ -310,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=d.warmup, help="discarded warm-up runs")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of init, samples, split")
     p.add_argument("--jobs", type=int, default=d.jobs, help="export worker processes")
+    p.add_argument("--repair", choices=("auto", "off"), default=d.repair,
+                   help="auto: repair a drifted INT8 artefact on the validation split (the "
+                   "exporters' ladder; the Repair column names its rung)")
+    p.add_argument("--repair-budget-min", type=float, default=d.repair_budget_min, metavar="N",
+                   help="wall-clock minutes the repair ladder may spend per format")
     p.add_argument("--max-auc-delta", type=float, default=t.max_auc_delta,
                    help="gate: largest |ROC-AUC - float model's|")
     p.add_argument("--min-top1-agreement", type=float, default=t.min_top1_agreement,
@@ -327,7 +344,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> ZooConfig:
         formats=args.formats, prepare=args.prepare, train_epochs=args.train_epochs,
         bn_images=args.bn_images, positive=args.positive, calib_samples=args.calib_samples,
         split=args.split, limit=args.limit, runs=args.runs, warmup=args.warmup, seed=args.seed,
-        jobs=args.jobs, force=args.force,
+        jobs=args.jobs, repair=args.repair, repair_budget_min=args.repair_budget_min,
+        force=args.force,
         tolerances=Tolerances(max_auc_delta=args.max_auc_delta,
                               min_top1_agreement=args.min_top1_agreement),
         command=shlex.join(["python", "-m", "benchmarks.zoo", *argv]))

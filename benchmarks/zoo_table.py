@@ -17,8 +17,8 @@ from kd_core.deploy import fp32_tolerance
 
 START, END = "<!-- zoo-matrix:start -->", "<!-- zoo-matrix:end -->"
 COLUMNS = ("arch", "format", "precision", "status", "max_abs_logit_diff", "top1_agreement",
-           "roc_auc_delta", "p50_ms_1t", "int8_vs_fp32", "size_bytes", "graph", "gate", "note",
-           "error")
+           "roc_auc_delta", "p50_ms_1t", "int8_vs_fp32", "size_bytes", "graph", "repair",
+           "gate", "note", "error")
 
 
 def expected_cells(formats: Sequence[str], families: Sequence[str]) -> list[tuple[str, str]]:
@@ -36,6 +36,7 @@ def _p50(row: Mapping[str, Any]) -> float | None:
 def artefact_cell(arch: str, row: Mapping[str, Any], entry: Any, reasons: Sequence[str]
                   ) -> dict[str, Any]:
     """A cell of an exported artefact from its benchmark row and manifest entry."""
+    from benchmarks.report import int8_cell
     from exporters.int8.report import graph_summary
 
     acc = row.get("accuracy") or {}
@@ -50,6 +51,7 @@ def artefact_cell(arch: str, row: Mapping[str, Any], entry: Any, reasons: Sequen
         "roc_auc_delta": acc.get("roc_auc_delta_vs_student"),
         "p50_ms_1t": _p50(row), "int8_vs_fp32": None, "size_bytes": row.get("size_bytes"),
         "graph": graph_summary(getattr(entry, "graph_report", None)) if entry else "-",
+        "repair": int8_cell(row),  # the ladder's rung and float sites; "-" for fp32
         "gate": "skipped" if status.startswith("needs ") else (
             "FAIL: " + "; ".join(reasons) if reasons else "pass"),
         "note": "", "error": None if status == "ok" else status,
@@ -59,7 +61,8 @@ def artefact_cell(arch: str, row: Mapping[str, Any], entry: Any, reasons: Sequen
 def failed_cell(arch: str, fmt: str, precision: str, error: str) -> dict[str, Any]:
     """A cell that was not exported: the converter's (or the model's) exact error."""
     return {**dict.fromkeys(COLUMNS), "arch": arch, "format": fmt, "precision": precision,
-            "status": "failed", "graph": "-", "gate": "-", "note": "", "error": error}
+            "status": "failed", "graph": "-", "repair": "-", "gate": "-", "note": "",
+            "error": error}
 
 
 def add_speed_notes(cells: list[dict[str, Any]]) -> None:
@@ -111,7 +114,7 @@ def _status(c: Mapping[str, Any]) -> str:
 def markdown_table(cells: Sequence[Mapping[str, Any]]) -> str:
     head = ["Arch", "Format", "Precision", "Exported", "max abs Δlogit (fp32)",
             "Top-1 agreement", "ΔROC-AUC", "p50 ms (1 thread)", "INT8 / fp32", "Size (MB)",
-            "Graph (INT8)", "Gate", "Note"]
+            "Graph (INT8)", "Repair (INT8)", "Gate", "Note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         size = None if c["size_bytes"] is None else c["size_bytes"] / 1e6
@@ -120,7 +123,8 @@ def markdown_table(cells: Sequence[Mapping[str, Any]]) -> str:
             _fmt(c["max_abs_logit_diff"], ".1e"), _fmt(c["top1_agreement"], ".3f"),
             _fmt(c["roc_auc_delta"], "+.4f"), _fmt(c["p50_ms_1t"], ".2f"),
             _fmt(c["int8_vs_fp32"], ".2f"), _fmt(size, ".2f"), str(c["graph"] or "-"),
-            str(c["gate"] or "-"), str(c["note"] or "")]).replace("\n", " ") + " |")
+            str(c.get("repair") or "-"), str(c["gate"] or "-"),
+            str(c["note"] or "")]).replace("\n", " ") + " |")
     return "\n".join(lines)
 
 
@@ -128,7 +132,8 @@ def caption(meta: Mapping[str, Any], totals: Mapping[str, Any]) -> str:
     share = totals.get("fp32_share")
     return (f"_{totals['archs']} architectures on `{meta.get('data_name')}` "
             f"({meta.get('n_eval')} {meta.get('split')} images, {meta.get('image_size')} px, "
-            f"{meta.get('prepare')}); fp32 cells with max |Δlogit| <= 1e-4 x max(1, max |logit|): "
+            f"{meta.get('prepare')}, INT8 repair {meta.get('repair', 'off')}); "
+            f"fp32 cells with max |Δlogit| <= 1e-4 x max(1, max |logit|): "
             f"{totals['fp32_within_tolerance']} of {totals['fp32_cells']}"
             + (f" ({100 * share:.0f} %)" if share is not None else "")
             + f"; INT8 exported {totals['int8_exported']} of {totals['int8_cells']}, gate "

@@ -36,7 +36,7 @@ def test_the_matrix_of_two_tiny_architectures(images: Path, tmp_path: Path,
     argv = ["--archs", "tiny_mobilenet,tiny_resnet", "--data-dir", str(images), "--out",
             str(tmp_path / "zoo"), "--image-size", "32", "--formats", "tflite,onnx",
             "--calib-samples", "32", "--runs", "3", "--warmup", "1", "--limit", "24",
-            "--update-readme", str(readme)]
+            "--repair", "auto", "--update-readme", str(readme)]
     assert zoo_main(argv) == 0
     data = json.loads((tmp_path / "zoo" / "zoo.json").read_text())
     cells = data["cells"]
@@ -52,9 +52,11 @@ def test_the_matrix_of_two_tiny_architectures(images: Path, tmp_path: Path,
         else:
             assert 0 <= c["top1_agreement"] <= 1 and c["int8_vs_fp32"] > 0
             assert c["graph"] != "-"  # float ops / partitions of the INT8 graph
+            assert c["repair"] != "-"  # the ladder ran on the validation split: its rung
     assert data["summary"]["fp32_within_tolerance"] == 4 and data["summary"]["int8_exported"] == 4
     md = (tmp_path / "zoo" / "zoo.md").read_text()
     assert "| tiny_resnet | onnx | int8 | ok |" in md and data["meta"]["command"] in md
+    assert "INT8 repair auto" in md and data["meta"]["repair"] == "auto"
     assert (tmp_path / "zoo" / "zoo.csv").read_text().count("\n") == 11
     text = readme.read_text()
     assert "STALE TABLE" not in text and text.endswith(f"{END}\n\nafter\n")
@@ -93,6 +95,8 @@ def test_bad_zoo_arguments_fail_before_work(images: Path, tmp_path: Path,
          "not a data source"),
         (["--archs", "tiny_resnet", *base, "--positive", "pink"], "--positive pink: not a class"),
         (["--archs", "tiny_resnet", *base, "--limit", "0"], "--limit must be at least 1"),
+        (["--archs", "tiny_resnet", *base, "--repair-budget-min", "0"],
+         "--repair-budget-min must be above 0"),
     ]:
         assert zoo_main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
