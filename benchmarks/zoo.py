@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks.inputs import csv_list
 from benchmarks.parity import Tolerances
-from exporters.run import DEFAULT_BUDGET_MIN
+from exporters.run import DEFAULT_BUDGET_MIN, REPAIR_MODES
 from kd_core import cli
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ZooConfig:
     warmup: int = 5
     seed: int = 42
     jobs: int = 1
-    repair: str = "off"  # "auto": the INT8 repair ladder on the validation split; "off": none
+    repair: str = "off"  # exporters.all's --repair: the INT8 ladder on the validation split
     repair_budget_min: float = DEFAULT_BUDGET_MIN  # the ladder's wall-clock minutes per format
     force: bool = False
     tolerances: Tolerances = field(default_factory=Tolerances)
@@ -97,8 +97,9 @@ def check_config(cfg: ZooConfig) -> None:
     check_formats(cfg.formats, FAMILIES)
     if cfg.prepare not in ("bn", "train"):
         raise ZooInputError(f"--prepare must be bn or train, got {cfg.prepare!r}")
-    if cfg.repair not in ("auto", "off"):
-        raise ZooInputError(f"--repair must be auto or off, got {cfg.repair!r}")
+    if cfg.repair not in REPAIR_MODES:
+        raise ZooInputError(f"--repair must be one of {', '.join(REPAIR_MODES)}, got "
+                            f"{cfg.repair!r}")
     if not cfg.repair_budget_min > 0:
         raise ZooInputError(f"--repair-budget-min must be above 0, got {cfg.repair_budget_min}")
     for flag, value, low in (("--train-epochs", cfg.train_epochs, 1),
@@ -187,7 +188,7 @@ def arch_cells(arch: str, cfg: ZooConfig, prepared: Path) -> list[dict[str, Any]
     export = export_checkpoint(ckpt, out / "export", ExportOptions(
         formats=cfg.formats, precisions=FAMILIES, calib_data=prepared,
         calib_samples=cfg.calib_samples, seed=cfg.seed, jobs=cfg.jobs, repair=cfg.repair,
-        val_data=prepared if cfg.repair == "auto" else None,
+        val_data=None if cfg.repair == "off" else prepared,
         repair_budget_min=cfg.repair_budget_min, repair_tolerances=cfg.tolerances))
     errors = {(f.format, f.precision): f.error for f in export.failures}
     entries = {}
@@ -322,9 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=d.warmup, help="discarded warm-up runs")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of init, samples, split")
     p.add_argument("--jobs", type=int, default=d.jobs, help="export worker processes")
-    p.add_argument("--repair", choices=("auto", "off"), default=d.repair,
+    p.add_argument("--repair", choices=REPAIR_MODES, default=d.repair,
                    help="auto: repair a drifted INT8 artefact on the validation split (the "
-                   "exporters' ladder; the Repair column names its rung)")
+                   "exporters' ladder; the Repair column names its rung); recalibrate: its "
+                   "first rung only")
     p.add_argument("--repair-budget-min", type=float, default=d.repair_budget_min, metavar="N",
                    help="wall-clock minutes the repair ladder may spend per format")
     p.add_argument("--max-auc-delta", type=float, default=t.max_auc_delta,

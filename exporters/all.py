@@ -16,6 +16,7 @@ from exporters.calibration_data import DEFAULT_SAMPLES, MIN_SAMPLES
 from exporters.run import (
     DEFAULT_BUDGET_MIN,
     DEFAULT_SPEED_PLAN,
+    REPAIR_MODES,
     ExportOptions,
     ExportResult,
     export_checkpoint,
@@ -93,7 +94,7 @@ def build_parser(prog: str = "python -m exporters.all", fixed_format: str | None
 def add_int8_arguments(p: argparse.ArgumentParser) -> None:
     """The INT8 repair and speed flags (also ``benchmarks.studies.export_check``'s); read them
     with ``int8_options``."""
-    p.add_argument("--repair", choices=("auto", "off", "recalibrate"), default=None,
+    p.add_argument("--repair", choices=REPAIR_MODES, default=None,
                    help="repair an INT8 artefact that drifts from the float model, judged on "
                         "the validation split with the parity gate's rule: recalibrate its "
                         "temperature and threshold, better calibration, float sites ranked by "

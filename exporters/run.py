@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET_MIN = 10.0  # the repair ladder's wall-clock minutes per format (the issue's)
+REPAIR_MODES = ("auto", "off", "recalibrate")  # --repair: the ladder, none, its rung 1
 DEFAULT_SPEED_PLAN = "auto"  # the stored timings of known architectures; see README/MANIFEST
 
 
@@ -205,7 +206,7 @@ def _check_int8(options: ExportOptions, formats: tuple[str, ...], families: tupl
     """(repair mode, speed plan, the ``--speed-plan`` file's timings), both "off" when no
     format makes a planned INT8 artefact; a bad combination or file is a ``UsageError``
     before any work."""
-    from exporters.int8.options import REPAIR_MODES, SPEED_MODES
+    from exporters.int8.options import SPEED_MODES
     from exporters.int8.plan import PlanError
     from exporters.int8.speed import load_all_timings
 

@@ -5,6 +5,8 @@ kept cells on a rerun; and a failing converter's exact error in its cell."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,10 @@ def test_fp32_cells_use_the_exporters_scaled_tolerance() -> None:
     add_speed_notes(cells)
     assert summary(cells)["fp32_within_tolerance"] == 1
     assert cells[0]["note"] == "" and cells[1]["note"].startswith("fp32 drifts")
+
+
+def test_the_zoo_module_and_its_help_import_no_torch() -> None:
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, benchmarks.zoo; benchmarks.zoo.build_parser().format_help(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

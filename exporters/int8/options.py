@@ -8,7 +8,7 @@
 - ``speed``, ``timings``, ``repair``, ``repair_budget_min``, ``qat_steps``, ``tolerances`` and
   ``validation`` are the objectives run after a format's export (``exporters.int8.objectives``).
 
-``exporters.run`` builds them from ``ExportOptions`` before any work. Imports no torch.
+``exporters.run`` builds them from ``ExportOptions`` before any work.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from exporters.int8.speed import SiteTimings
     from exporters.validation_data import ValidationSet
 
-REPAIR_MODES = ("auto", "off", "recalibrate")
 SPEED_MODES = ("off", "auto", "measure")  # or the path of a site-timings file
 
 
