@@ -88,9 +88,7 @@ def role_archs(meta: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]]
     its source checkpoint when that is the role's checkpoint (same SHA-256), else the role's
     section of the training config beside the checkpoint (a run that trained one role writes the
     other's defaults there too)."""
-    manifest = Path(str(meta.get("artifacts") or ""))
-    source = _json(manifest / "manifest.json" if manifest.is_dir() else manifest).get(
-        "source_checkpoint") or {}
+    source = _json(Path(str(meta.get("artifacts") or ""))).get("source_checkpoint") or {}
     archs = {}
     for role in ("teacher", "student"):
         sha = (meta.get(f"{role}_ckpt") or {}).get("sha256")
