@@ -200,3 +200,86 @@ def test_auto_speed_plan_is_the_recipes_timings_for_the_architecture() -> None:
     assert auto.timings_for("onnx", "mobilenet_v3_small", 64) is None
     # No stored timings for the architecture (and no repair): nothing to do, as with off.
     assert _int8_options(ExportOptions(), ("off", "auto", ()), settings("tiny_mobilenet")) is None
+
+
+class _Residual(nn.Module):
+    """Stem, then a conv whose output meets the stem's in a residual add (annotated INT8 by
+    default), then a pointwise conv and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        return self.head(self.pw(self.mid(y) + y).mean((2, 3)))
+
+
+def _add_reads_mid_directly(gm: torch.fx.GraphModule) -> bool:
+    from exporters.int8.plan import _node_module, site_of, weighted_targets
+
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in weighted_targets():
+            path = _node_module(node)
+            if path and site_of(path, {"mid"}):
+                return any(str(u.target) == "aten.add.Tensor" for u in node.users)
+    raise AssertionError("mid not in graph")
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "tflite"])
+def test_an_accuracy_site_keeps_its_tail_float_and_a_speed_site_does_not(fmt: str) -> None:
+    """An accuracy site's output reaches the residual add unquantized (the add runs float and
+    the next conv quantizes once); a speed site's output is quantized for the INT8 add."""
+    pytest.importorskip({"tflite": "litert_torch"}.get(fmt, fmt))
+    from exporters.int8 import quantize_pt2e
+
+    model, x = _Residual().eval(), _example()
+    calib = [torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(i))
+             for i in range(4)]
+    if fmt == "tflite":
+        import litert_torch
+
+        model = litert_torch.to_channel_last_io(model, args=[0]).eval()
+        x = (x[0].permute(0, 2, 3, 1).contiguous(),)
+        calib = [c.permute(0, 2, 3, 1).contiguous() for c in calib]
+    accuracy = Int8Options(plan=PrecisionPlan((FloatSite("mid", "accuracy"),)))
+    tail = quantize_pt2e(model, x, calib, fmt, accuracy)
+    op_only = quantize_pt2e(model, x, calib, fmt, _float("mid"))
+    assert _weight_is_float(tail, "mid") and _weight_is_float(op_only, "mid")
+    assert _add_reads_mid_directly(tail)
+    assert not _add_reads_mid_directly(op_only)
+    assert not _weight_is_float(tail, "pw")  # the tail stops at the next weighted op
+    with torch.no_grad():  # fewer rounding steps: closer to float than the op-only plan
+        err = [float((q(*x) - model(*x)).abs().max()) for q in (tail, op_only)]
+    assert err[0] <= err[1], err
+
+
+def test_onnx_accuracy_site_excludes_its_tail(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from exporters.int8 import quantize_onnx
+    from exporters.onnx import export_onnx
+
+    model = _Residual().eval()
+    export_onnx(model, _example(), tmp_path / "f.onnx")
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)
+             for i in range(4)]
+    sites = find_sites(model, _example())
+    accuracy = Int8Options(plan=PrecisionPlan((FloatSite("mid", "accuracy"),)))
+    did = quantize_onnx(tmp_path / "f.onnx", tmp_path / "a.onnx", calib, "image", accuracy, sites)
+    speed = quantize_onnx(tmp_path / "f.onnx", tmp_path / "s.onnx", calib, "image",
+                          _float("mid"), sites)
+    ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert len(speed["nodes_to_exclude"]) == 1
+    extra = set(did["nodes_to_exclude"]) - set(speed["nodes_to_exclude"])
+    assert "Add" in {ops.get(n) for n in extra}, (did["nodes_to_exclude"], ops)
+    assert not {ops.get(n) for n in extra} & {"Conv", "Gemm"}
+    # The add runs float in ONNX Runtime: no QDQ pair between the mid conv and it.
+    q = onnx.load(str(tmp_path / "a.onnx"))
+    add = next(n for n in q.graph.node if n.op_type == "Add")
+    producers = {o: n.op_type for n in q.graph.node for o in n.output}
+    assert "Conv" in {producers.get(i) for i in add.input}

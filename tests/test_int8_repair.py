@@ -344,3 +344,18 @@ def test_of_two_failing_candidates_the_one_closer_to_the_gate_ranks_first() -> N
     assert near.metrics["argmax_agreement_vs_student"] > far.metrics[
         "argmax_agreement_vs_student"]
     assert near.rank() < far.rank()
+
+
+def test_rung_3_never_keeps_more_than_half_the_macs_float() -> None:
+    """Plan sizes double while the top-k plan's float MACs share stays within the limit, end at
+    the largest k within it, and never reach every site (that would be the fp32 model)."""
+    from exporters.int8.repair import MAX_FLOAT_MACS, plan_sizes
+
+    share = [0.1, 0.2, 0.3, 0.4, 0.45, 0.6, 0.9, 1.0]
+    assert plan_sizes(share) == [1, 2, 4, 5]
+    assert plan_sizes(share, limit=0.4) == [1, 2, 4]
+    assert plan_sizes(share, limit=1.0) == [1, 2, 4, 8]
+    assert plan_sizes([0.7, 1.0]) == []  # one site already holds most of the MACs
+    even = list(np.cumsum(np.full(64, 1 / 64)))
+    assert plan_sizes(even) == [1, 2, 4, 8, 16, 32]
+    assert max(plan_sizes(even)) < 64 and MAX_FLOAT_MACS == 0.5

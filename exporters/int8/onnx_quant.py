@@ -124,21 +124,24 @@ def chunk_size(total: int, limit: int | None = None) -> int:
     return max(d for d in range(1, top + 1) if total % d == 0)
 
 
-def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Site]
-                    ) -> list[str]:
-    """ONNX node names of ``float_sites`` in the pre-processed model (``nodes_to_exclude``)."""
+def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Site],
+                    tails: frozenset[str] = frozenset()) -> list[str]:
+    """ONNX node names of ``float_sites``, and of the tails of those in ``tails``, in the
+    pre-processed model (``nodes_to_exclude``)."""
     if not float_sites:
         return []
     import onnx
 
-    from exporters.int8.plan import PlanError, onnx_site_nodes
+    from exporters.int8.plan import PlanError, onnx_site_nodes, onnx_tail_nodes
 
-    mapping = onnx_site_nodes(onnx.load(str(path)), sites)
+    model = onnx.load(str(path))
+    mapping = onnx_site_nodes(model, sites)
     found = {site: node for node, site in mapping.items() if site in float_sites}
     missing = sorted(float_sites - set(found))
     if missing:
         raise PlanError(f"float site(s) {', '.join(missing)} not in the ONNX graph")
-    return sorted(found.values())
+    tail = onnx_tail_nodes(model, [found[s] for s in sorted(tails & set(found))])
+    return sorted(set(found.values()) | set(tail))
 
 
 def quantize_onnx(
@@ -166,6 +169,7 @@ def quantize_onnx(
     if not len(calib_batches):
         raise ValueError("quantize_onnx needs at least one calibration batch")
     float_sites = options.plan.names() if options is not None else frozenset()
+    tails = options.plan.names("accuracy") if options is not None else frozenset()
     method = (options.observer if options is not None else None) or CALIBRATION
     reader = _Reader(calib_batches, input_name)
     CalibrationDataReader.register(_Reader)
@@ -178,7 +182,7 @@ def quantize_onnx(
         # One self-contained file: quant_pre_process loses track of external data files.
         onnx.save(model, str(single))
         quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
-        exclude = _excluded_nodes(pre, float_sites, sites)
+        exclude = _excluded_nodes(pre, float_sites, sites, tails)
         # Its histogram calibrator prints a line per chunk; the export logs what it did.
         with atomic_path(out_path) as dst, contextlib.redirect_stdout(io.StringIO()):
             quantize_static(

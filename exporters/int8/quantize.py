@@ -13,9 +13,10 @@ measurements that chose it (``exporters/<format>.py``; ``benchmarks/int8_speed.p
 - coreml: ExecuTorch's ``CoreMLQuantizer`` (int8 per-channel symmetric weights, uint8
   activations), as Apple ships it.
 
-``options`` (``exporters.int8.options.Int8Options``): its plan's float sites are left
-unannotated (``exporters.int8.plan.mark_float_sites``) and its ``observer`` ("histogram", the
-default, "minmax" or "moving_average") replaces the activation observers.
+``options`` (``exporters.int8.options.Int8Options``): its plan's float sites (with an accuracy
+site's tail) are left unannotated (``exporters.int8.plan.mark_float_sites``) and its
+``observer`` ("histogram", the default, "minmax" or "moving_average") replaces the activation
+observers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from exporters.int8.annotate import (
     functionalize_inplace,
     shape_scalar_constants,
 )
-from exporters.int8.plan import mark_float_sites
+from exporters.int8.plan import PrecisionPlan, mark_float_sites
 from exporters.int8.rewrites import recipe_for
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ COREML_OBSERVERS = {None: "moving_average_min_max", "moving_average": "moving_av
                     "minmax": "min_max"}
 
 
-def _coreml_quantizer(recipe: Int8Recipe, float_sites: frozenset[str], observer: str | None
+def _coreml_quantizer(recipe: Int8Recipe, plan: PrecisionPlan, observer: str | None
                       ) -> Any:
     """ExecuTorch's ``CoreMLQuantizer`` (it skips annotated nodes, as the others do)."""
     import coremltools as ct
@@ -65,7 +66,7 @@ def _coreml_quantizer(recipe: Int8Recipe, float_sites: frozenset[str], observer:
             quantization_scheme="symmetric", activation_dtype=torch.quint8,
             weight_dtype=torch.qint8, weight_per_channel=True,
             activation_observer=COREML_OBSERVERS[observer]))
-    cls = _full_quantizer(CoreMLQuantizer, recipe, float_sites) if float_sites else \
+    cls = _full_quantizer(CoreMLQuantizer, recipe, plan) if plan else \
         CoreMLQuantizer
     return cls(config)
 
@@ -75,13 +76,13 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
     """The PT2E quantizer ``fmt``'s recipe names (litert-torch's, XNNPACK's or Core ML's),
     keeping ``options``' float sites float and calibrating with its observer."""
     recipe = recipe or recipe_for(fmt)
-    float_sites = options.plan.names() if options is not None else frozenset()
+    plan = options.plan if options is not None else PrecisionPlan()
     observer = options.observer if options is not None else None
     qat = options is not None and options.qat is not None
     if qat and recipe.quantizer not in QAT_QUANTIZERS:
         raise ValueError(f"{fmt}: QAT needs one of the {', '.join(QAT_QUANTIZERS)} quantizers")
     if recipe.quantizer == "coreml":
-        return _coreml_quantizer(recipe, float_sites, observer)
+        return _coreml_quantizer(recipe, plan, observer)
     if recipe.quantizer == "litert":
         from litert_torch.quantize.pt2e_quantizer import (
             PT2EQuantizer,
@@ -103,8 +104,8 @@ def make_quantizer(fmt: str, recipe: Int8Recipe | None = None,
         config = xnn_config(is_per_channel=True, is_qat=qat, is_dynamic=recipe.dynamic)
     else:
         raise ValueError(f"{fmt}: the {recipe.quantizer} recipe is not a PT2E quantizer")
-    full = recipe.full_annotation or float_sites
-    cls = _full_quantizer(base, recipe, float_sites) if full else base
+    full = recipe.full_annotation or bool(plan)
+    cls = _full_quantizer(base, recipe, plan) if full else base
     if qat:  # fake quantization everywhere; BatchNorm is folded before annotation
         # (exporters.int8.qat), so the QAT-only conv-BN patterns match nothing, and litert-torch
         # cannot even build them with this torch: annotate as for calibration.
@@ -126,7 +127,7 @@ def with_observer(config: Any, observer: str | None) -> Any:
     return replace(config, input_activation=act, output_activation=act)
 
 
-def _full_quantizer(base: type, recipe: Int8Recipe, float_sites: frozenset[str]) -> type:
+def _full_quantizer(base: type, recipe: Int8Recipe, plan: PrecisionPlan) -> type:
     class FullInt8Quantizer(base):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             if recipe.full_annotation:
@@ -136,7 +137,7 @@ def _full_quantizer(base: type, recipe: Int8Recipe, float_sites: frozenset[str])
             return result
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            mark_float_sites(model, float_sites)
+            mark_float_sites(model, plan.names(), plan.names("accuracy"))
             if recipe.full_annotation:
                 annotate_fused(model, self.global_config,
                                relu6_range_on_binary=recipe.relu6_range_on_binary)

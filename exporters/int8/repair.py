@@ -13,7 +13,9 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
    activation observer (``Int8Recipe.alt_observer``);
 3. mixed precision, on top of the best candidate so far (its calibration images and observer):
    sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top 1, 2, 4, ... kept
-   float (on top of any speed-plan sites) until the gate passes.
+   float (on top of any speed-plan sites, each with its tail: ``exporters.int8.plan``) until
+   the gate passes; never more than ``MAX_FLOAT_MACS`` of the model's MACs (the last try is the
+   most sites under that share): past it the artefact is no longer an INT8 model.
 
 4. QAT (opt-in: ``Int8Options.qat_steps``; the PT2E quantizers of LiteRT and ExecuTorch): the
    float model fine-tuned under fake quantization on ``MORE_CALIBRATION`` x the calibration
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MORE_CALIBRATION = 4
 RANKING_IMAGES = 256
+MAX_FLOAT_MACS = 0.5  # rung 3 keeps at most this share of the MACs float
 
 
 @dataclass
@@ -167,7 +170,7 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
         record["qat_seconds"] = round(sum(a.get("seconds", 0.0) for a in ladder.attempts
                                           if a["rung"] == "qat"), 1)
     if ladder.ranking is not None:
-        record["sensitivity"] = ladder.ranking
+        record.update(sensitivity=ladder.ranking, max_float_macs=MAX_FLOAT_MACS)
     return best.arts, best.int8, record
 
 
@@ -225,19 +228,33 @@ def _mixed_precision(ladder: Ladder, cfg: ExportSettings, int8: Int8Options) -> 
                         ladder.images[pick])
     ladder.ranking = [s.to_dict() for s in ranked]
     by_name = {s.name: s for s in sites}
-    k = 1
-    while k <= len(ranked) and not ladder.out_of_time():
-        chosen = [float_site(by_name[s.site], sites, "accuracy",
-                             {"kl": round(s.kl, 8), "sqnr_db": round(s.sqnr_db, 2)})
-                  for s in ranked[:k]]
-        plan = int8.plan.with_sites(
-            chosen, f"accuracy: top {k} of {len(ranked)} sites by KL on validation")
-        ladder.mixed_plans.append(plan)
+    plans = [int8.plan.with_sites(
+        [float_site(by_name[s.site], sites, "accuracy",
+                    {"kl": round(s.kl, 8), "sqnr_db": round(s.sqnr_db, 2)}) for s in ranked[:k]],
+        f"accuracy: top {k} of {len(ranked)} sites by KL on validation")
+        for k in range(1, len(ranked) + 1)]
+    sizes = plan_sizes([p.float_macs_share() for p in plans])
+    if not sizes or sizes[-1] < len(plans):
+        log.info("%s repair: at most %d float sites (more would keep over %.0f %% of the MACs "
+                 "float)", ladder.fmt, sizes[-1] if sizes else 0, 100 * MAX_FLOAT_MACS)
+    for k in sizes:
+        if ladder.out_of_time():
+            break
+        ladder.mixed_plans.append(plans[k - 1])
         if ladder.try_options("mixed_precision", f"{k} most sensitive sites float", cfg,
-                              replace(int8, plan=plan)):
+                              replace(int8, plan=plans[k - 1])):
             return True
-        k *= 2
     return False
+
+
+def plan_sizes(float_macs: list[float], limit: float = MAX_FLOAT_MACS) -> list[int]:
+    """Rung 3's plan sizes: 1, 2, 4, ... sites while ``float_macs[k - 1]`` (the float MACs
+    share of the top-k plan) stays within ``limit``, then the largest k within it."""
+    within = [k for k in range(1, len(float_macs) + 1) if float_macs[k - 1] <= limit]
+    if not within:
+        return []
+    sizes = [k for k in (2**i for i in range(len(float_macs).bit_length())) if k <= within[-1]]
+    return sizes if sizes[-1] == within[-1] else [*sizes, within[-1]]
 
 
 def _qat(ladder: Ladder, cfg: ExportSettings) -> None:
