@@ -359,3 +359,40 @@ def test_rung_3_never_keeps_more_than_half_the_macs_float() -> None:
     even = list(np.cumsum(np.full(64, 1 / 64)))
     assert plan_sizes(even) == [1, 2, 4, 8, 16, 32]
     assert max(plan_sizes(even)) < 64 and MAX_FLOAT_MACS == 0.5
+
+
+def test_qat_tries_rung_3_plans_closest_to_passing_first(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """After plain QAT, the rung-3 plan that came closest (smallest ``Scored.rank``) goes
+    first: each QAT try costs minutes, so the likeliest to pass is tried inside the budget."""
+    import exporters.calibration_data as calibration_data
+    from exporters.base import ExportSettings
+    from exporters.int8 import repair as ladder_mod
+
+    class _Calib:
+        source, prep, seed = "calib", Preprocessing(size=16), 0
+
+        def __len__(self) -> int:
+            return 8
+
+    monkeypatch.setattr(calibration_data, "load_calibration", lambda *a, **k: _Calib())
+
+    def plan(*names: str) -> PrecisionPlan:
+        return PrecisionPlan(tuple(FloatSite(n, "accuracy") for n in names))
+
+    ladder = ladder_mod.Ladder("executorch", None, (), tmp_path, None,  # type: ignore[arg-type]
+                               np.zeros(1), np.zeros(1), {}, Tolerances(), None, 1e9)
+    ladder.mixed_plans = [(plan("a"), (0.03, 1)), (plan("a", "b"), (0.01, 1)),
+                          (plan("a", "b", "c", "d"), (0.02, 2))]
+    tried: list[frozenset[str]] = []
+
+    def record(rung: str, detail: str, cfg: Any, int8: Int8Options) -> bool:
+        tried.append(int8.plan.names())
+        return False
+
+    monkeypatch.setattr(ladder, "try_options", record)
+    cfg = ExportSettings("tiny", Decision(("a", "b"), 1), Preprocessing(size=16), "sha",
+                         calibration=_Calib(),  # type: ignore[arg-type]
+                         int8=Int8Options(qat_steps=5, repair="auto"))
+    ladder_mod._qat(ladder, cfg)
+    assert tried == [frozenset(), {"a", "b"}, {"a", "b", "c", "d"}, {"a"}]

@@ -20,7 +20,8 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
 4. QAT (opt-in: ``Int8Options.qat_steps``; the PT2E quantizers of LiteRT and ExecuTorch): the
    float model fine-tuned under fake quantization on ``MORE_CALIBRATION`` x the calibration
    images (training images), distilled from its own logits (``exporters.int8.qat``); first
-   with no accuracy float sites, then on top of each plan rung 3 tried, fewest sites first.
+   with no accuracy float sites, then on top of each plan rung 3 tried, the one that came
+   closest to passing first.
    It has a budget of its own and its time is recorded apart (``qat_seconds``).
 
 Every rung after 0 is recalibrated too; a candidate is re-exported with its own decision only
@@ -93,7 +94,9 @@ class Ladder:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     best: Candidate | None = None
     ranking: list[dict[str, Any]] | None = None
-    mixed_plans: list[PrecisionPlan] = field(default_factory=list)  # what rung 3 tried
+    # What rung 3 tried, with how close each came (``Scored.rank``; a failed export: last).
+    mixed_plans: list[tuple[PrecisionPlan, tuple[float, int]]] = field(default_factory=list)
+    last: Candidate | None = None  # the candidate ``try_options`` scored last
 
     def out_of_time(self) -> bool:
         return time.monotonic() - self.budget_start > self.budget_s
@@ -104,6 +107,7 @@ class Ladder:
     def consider(self, rung: str, detail: str, cand: Candidate, seconds: float) -> bool:
         self.attempts.append({"rung": rung, "detail": detail, "seconds": round(seconds, 1),
                               **cand.scored.to_dict()})
+        self.last = cand
         log.info("%s repair, %s (%s): %s", self.fmt, rung, detail,
                  "passes" if cand.scored.passed else "; ".join(cand.scored.violations))
         if self.best is None or cand.scored.rank() < self.best.scored.rank():
@@ -114,6 +118,7 @@ class Ladder:
                     ) -> bool:
         """Export with ``int8`` (and ``cfg``'s calibration), refit its decision, score it."""
         clock = time.monotonic()
+        self.last = None
         sub = self.stage / f"{len(self.attempts)}-{rung}"
         try:
             arts = export_candidate(self.fmt, self.model, self.example, cfg, sub, int8)
@@ -240,9 +245,11 @@ def _mixed_precision(ladder: Ladder, cfg: ExportSettings, int8: Int8Options) -> 
     for k in sizes:
         if ladder.out_of_time():
             break
-        ladder.mixed_plans.append(plans[k - 1])
-        if ladder.try_options("mixed_precision", f"{k} most sensitive sites float", cfg,
-                              replace(int8, plan=plans[k - 1])):
+        passed = ladder.try_options("mixed_precision", f"{k} most sensitive sites float", cfg,
+                                    replace(int8, plan=plans[k - 1]))
+        ladder.mixed_plans.append(
+            (plans[k - 1], ladder.last.scored.rank() if ladder.last else (float("inf"), 0)))
+        if passed:
             return True
     return False
 
@@ -275,7 +282,8 @@ def _qat(ladder: Ladder, cfg: ExportSettings) -> None:
                              MORE_CALIBRATION * len(calib), calib.seed, allow_few=True)
     base = replace(int8, observer=None, qat=QatSpec(int8.qat_steps, seed=calib.seed))
     ladder.budget_start = time.monotonic()
-    for plan in [int8.plan, *ladder.mixed_plans]:
+    closest_first = [p for p, _ in sorted(ladder.mixed_plans, key=lambda t: t[1])]
+    for plan in [int8.plan, *closest_first]:
         sites = len(plan.float_sites) - len(int8.plan.float_sites)
         detail = f"{int8.qat_steps} steps on {len(train)} images" + (
             f", {sites} most sensitive sites float" if sites else "")
