@@ -111,20 +111,33 @@ def _weight_is_float(gm: torch.fx.GraphModule, site: str) -> bool:
     raise AssertionError(f"{site} not in graph")
 
 
-@pytest.mark.parametrize("fmt", ["executorch", "tflite", "coreml"])
-def test_pt2e_leaves_float_sites_unannotated(fmt: str) -> None:
-    pytest.importorskip({"tflite": "litert_torch", "coreml": "coremltools"}.get(fmt, fmt))
-    from exporters.int8 import quantize_pt2e
-
-    model = _Net().eval()
+def _pt2e_inputs(fmt: str, model: nn.Module
+                 ) -> tuple[nn.Module, tuple[torch.Tensor], list[torch.Tensor]]:
+    """``model``, its example input and 4 calibration batches, as ``fmt``'s quantizer takes
+    them (TFLite: litert-torch's NHWC wrapper, which adds a module-path prefix)."""
     x = _example()
-    calib = [torch.randn(1, 3, 16, 16) for _ in range(4)]
-    if fmt == "tflite":  # litert-torch's quantizer, on an NHWC wrapper (a module-path prefix)
+    calib = [torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(i))
+             for i in range(4)]
+    if fmt == "tflite":
         import litert_torch
 
         model = litert_torch.to_channel_last_io(model, args=[0]).eval()
         x = (x[0].permute(0, 2, 3, 1).contiguous(),)
         calib = [c.permute(0, 2, 3, 1).contiguous() for c in calib]
+    return model, x, calib
+
+
+def _onnx_calib() -> list[np.ndarray]:
+    return [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)
+            for i in range(4)]
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "tflite", "coreml"])
+def test_pt2e_leaves_float_sites_unannotated(fmt: str) -> None:
+    pytest.importorskip({"tflite": "litert_torch", "coreml": "coremltools"}.get(fmt, fmt))
+    from exporters.int8 import quantize_pt2e
+
+    model, x, calib = _pt2e_inputs(fmt, _Net().eval())
     plain = quantize_pt2e(model, x, calib, fmt)
     planned = quantize_pt2e(model, x, calib, fmt, _float("dw"))
     assert not _weight_is_float(plain, "dw")
@@ -144,8 +157,7 @@ def test_onnx_float_site_stays_float_in_onnx_runtime(tmp_path: Path) -> None:
 
     model = _Net().eval()
     export_onnx(model, _example(), tmp_path / "f.onnx")
-    calib = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)
-             for i in range(4)]
+    calib = _onnx_calib()
     did = quantize_onnx(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, "image",
                         _float("dw"), find_sites(model, _example()))
     assert len(did["nodes_to_exclude"]) == 1
@@ -236,15 +248,7 @@ def test_an_accuracy_site_keeps_its_tail_float_and_a_speed_site_does_not(fmt: st
     pytest.importorskip({"tflite": "litert_torch"}.get(fmt, fmt))
     from exporters.int8 import quantize_pt2e
 
-    model, x = _Residual().eval(), _example()
-    calib = [torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(i))
-             for i in range(4)]
-    if fmt == "tflite":
-        import litert_torch
-
-        model = litert_torch.to_channel_last_io(model, args=[0]).eval()
-        x = (x[0].permute(0, 2, 3, 1).contiguous(),)
-        calib = [c.permute(0, 2, 3, 1).contiguous() for c in calib]
+    model, x, calib = _pt2e_inputs(fmt, _Residual().eval())
     accuracy = Int8Options(plan=PrecisionPlan((FloatSite("mid", "accuracy"),)))
     tail = quantize_pt2e(model, x, calib, fmt, accuracy)
     op_only = quantize_pt2e(model, x, calib, fmt, _float("mid"))
@@ -266,8 +270,7 @@ def test_onnx_accuracy_site_excludes_its_tail(tmp_path: Path) -> None:
 
     model = _Residual().eval()
     export_onnx(model, _example(), tmp_path / "f.onnx")
-    calib = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)
-             for i in range(4)]
+    calib = _onnx_calib()
     sites = find_sites(model, _example())
     accuracy = Int8Options(plan=PrecisionPlan((FloatSite("mid", "accuracy"),)))
     did = quantize_onnx(tmp_path / "f.onnx", tmp_path / "a.onnx", calib, "image", accuracy, sites)
