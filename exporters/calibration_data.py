@@ -54,9 +54,10 @@ class CalibrationSet:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def normalized(self) -> np.ndarray:
-        """N x 3 x size x size float32: the model input (eval preprocessing)."""
-        return normalize(self.pixels, self.prep)
+    def normalized(self, n: int | None = None) -> np.ndarray:
+        """N (or the first ``n``) x 3 x size x size float32: the model input (eval
+        preprocessing)."""
+        return normalize(self.pixels[:n], self.prep)
 
     def batches(self, layout: str = "NCHW") -> Iterator[Any]:
         """One 1 x 3 x H x W (or 1 x H x W x 3) float32 torch tensor per image."""

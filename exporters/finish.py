@@ -159,7 +159,7 @@ def _safe_report(report: Callable[[Path], dict[str, Any]], path: Path) -> dict[s
 def check_images(cfg: ExportSettings, n: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
     """Up to ``n`` calibration images (real, preprocessed), else a fixed random batch."""
     if cfg.calibration is not None and len(cfg.calibration) > 0:
-        return cfg.calibration.normalized()[:n], "calibration images"
+        return cfg.calibration.normalized(n), "calibration images"
     size = cfg.preprocessing.size
     gen = np.random.default_rng(0)
     return gen.standard_normal((2, 3, size, size)).astype(np.float32), "random inputs"

@@ -71,7 +71,7 @@ def example_inputs(cfg: ExportSettings) -> tuple[Any, ...]:
     import torch
 
     if cfg.calibration is not None:
-        return (torch.from_numpy(cfg.calibration.normalized()[:1]),)
+        return (torch.from_numpy(cfg.calibration.normalized(1)),)
     size = cfg.preprocessing.size
     return (torch.zeros(1, 3, size, size),)
 

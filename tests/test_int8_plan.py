@@ -286,3 +286,27 @@ def test_onnx_accuracy_site_excludes_its_tail(tmp_path: Path) -> None:
     add = next(n for n in q.graph.node if n.op_type == "Add")
     producers = {o: n.op_type for n in q.graph.node for o in n.output}
     assert "Conv" in {producers.get(i) for i in add.input}
+
+
+def test_calibration_runs_in_batches_over_every_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration forwards ``CALIB_BATCH`` images at a time (one at a time, it was most of an
+    export) and sees every image: with min-max observers the model is the one that one image at a
+    time gives (to float rounding), and leaving out the image with the widest range changes it."""
+    from exporters.int8 import quantize as quantize_mod
+    from exporters.int8 import quantize_pt2e
+
+    gen = torch.Generator().manual_seed(1)
+    calib = [torch.randn(1, 3, 16, 16, generator=gen) * (1 + i / 10) for i in range(40)]
+    model, x, probe = _Net().eval(), _example(), torch.randn(3, 3, 16, 16, generator=gen)
+    opts = Int8Options(observer="minmax")
+    sizes: list[int] = []
+    chunks = quantize_mod._chunks
+    monkeypatch.setattr(quantize_mod, "_chunks", lambda b, n: (
+        sizes.append(len(t)) or t for t in chunks(b, n)))
+    batched = quantize_pt2e(model, x, calib, "executorch", opts)(probe)
+    assert sizes == [quantize_mod.CALIB_BATCH, 40 - quantize_mod.CALIB_BATCH]
+    monkeypatch.setattr(quantize_mod, "CALIB_BATCH", 1)
+    single = quantize_pt2e(model, x, calib, "executorch", opts)(probe)
+    fewer = quantize_pt2e(model, x, calib[:-1], "executorch", opts)(probe)
+    gap = float((batched - single).abs().max())  # conv kernels round per batch size
+    assert gap < 1e-4 < float((batched - fewer).abs().max())

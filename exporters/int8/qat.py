@@ -8,8 +8,9 @@ converts it for the format's converter like a calibrated model.
 
 - BatchNorm is folded into the convolutions first (eval statistics; the model is not trained
   with batch statistics), so the fine-tune moves the folded weights and biases only.
-- The copy is exported with a dynamic batch so that it trains in mini-batches; the format's
-  converter re-exports the result at batch 1.
+- The copy is exported with a dynamic batch (``exporters.int8.quantize.export_dynamic_batch``,
+  as for calibration) so that it trains in mini-batches; the format's converter re-exports the
+  result at batch 1.
 - Deterministic for a seed: mini-batches come from a seeded generator.
 
 Measured on the 7-class MobileNetV3-Large at 64 px (HAM10000 ``--target dx``, 4096 training
@@ -74,21 +75,19 @@ def _digest(model: torch.nn.Module, images: torch.Tensor, tag: str) -> str:
 
 def _qat(model: torch.nn.Module, images: torch.Tensor, quantizer: Any, spec: QatSpec,
          fold_quantize: bool) -> torch.fx.GraphModule:
-    from torch.export import Dim
     from torchao.quantization.pt2e.quantize_pt2e import (
         _fuse_conv_bn_,
         convert_pt2e,
         prepare_qat_pt2e,
     )
 
+    from exporters.int8.quantize import export_dynamic_batch
+
     if spec.steps < 1 or len(images) < 2:
         raise ValueError("QAT needs at least one step and two training images")
     teacher = model.eval()
     student = copy.deepcopy(model).eval()  # exported modules share tensors with their source
-    first = images[:2]
-    shapes = torch.export.ShapesCollection()  # whatever the forward's signature (LiteRT: *args)
-    shapes[first] = {0: Dim("batch", min=1, max=max(len(images), spec.batch, 2))}
-    graph = torch.export.export(student, (first,), dynamic_shapes=shapes).module()
+    graph = export_dynamic_batch(student, images)
     _fuse_conv_bn_(graph)  # what prepare_pt2e does for PTQ; QAT's own fold needs train graphs
     prepared = prepare_qat_pt2e(graph, quantizer)
     with torch.no_grad():

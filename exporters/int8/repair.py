@@ -229,7 +229,7 @@ def _mixed_precision(ladder: Ladder, cfg: ExportSettings, int8: Int8Options) -> 
     assert calib is not None
     sites = find_sites(ladder.model, ladder.example)
     pick = np.sort(np.random.default_rng(0).permutation(len(ladder.images))[:RANKING_IMAGES])
-    ranked = rank_sites(ladder.model, sites, calib.normalized()[:RANKING_IMAGES],
+    ranked = rank_sites(ladder.model, sites, calib.normalized(RANKING_IMAGES),
                         ladder.images[pick])
     ladder.ranking = [s.to_dict() for s in ranked]
     by_name = {s.name: s for s in sites}
