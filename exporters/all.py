@@ -104,7 +104,9 @@ def add_int8_arguments(p: argparse.ArgumentParser) -> None:
                    help="labelled images for --repair: a prepared split folder or a HAM10000 "
                         "folder, of which only the validation split is read (never the holdout)")
     p.add_argument("--repair-budget-min", type=float, default=DEFAULT_BUDGET_MIN, metavar="N",
-                   help="wall-clock minutes the repair ladder may spend per format")
+                   help="wall-clock minutes the repair ladder may spend per format: a "
+                        "try that would end past them (taking as long as the last) is not "
+                        "started")
     p.add_argument("--qat-steps", type=int, default=0, metavar="N",
                    help="opt-in last repair rung (LiteRT, ExecuTorch): N steps (batch 32) of "
                         "quantization-aware fine-tuning, distilled from the float model's own "

@@ -396,3 +396,62 @@ def test_qat_tries_rung_3_plans_closest_to_passing_first(monkeypatch: pytest.Mon
                          int8=Int8Options(qat_steps=5, repair="auto"))
     ladder_mod._qat(ladder, cfg)
     assert tried == [frozenset(), {"a", "b"}, {"a", "b", "c", "d"}, {"a"}]
+
+
+def test_no_try_starts_that_would_end_past_the_budget(tmp_path: Path) -> None:
+    """The budget bounds the ladder: a try that would end past it, if it took as long as the
+    last one, is not started (the first one always is)."""
+    import time
+
+    from exporters.int8 import repair as ladder_mod
+
+    ladder = ladder_mod.Ladder("executorch", None, (), tmp_path, None,  # type: ignore[arg-type]
+                               np.zeros(1), np.zeros(1), {}, Tolerances(), None, 60.0)
+    ladder.budget_start = time.monotonic() - 40.0
+    assert not ladder.out_of_time()  # nothing tried yet: 40 of 60 s spent
+    ladder.last_try_s = 15.0
+    assert not ladder.out_of_time()  # would end at 55 s
+    ladder.last_try_s = 25.0
+    assert ladder.out_of_time()  # would end at 65 s
+
+
+@pytest.mark.parametrize(("more_shortfall", "observer_images"), [(0.05, 8), (0.01, 32)])
+def test_the_observer_try_builds_on_the_images_that_came_closer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, more_shortfall: float,
+        observer_images: int) -> None:
+    """Rung 2 tries 4x the calibration images, then the other observer: on the 4x images if
+    they came closer than the best so far, else on the original ones (an ONNX Runtime histogram
+    calibration on 4096 images costs minutes)."""
+    import exporters.calibration_data as calibration_data
+    from exporters.base import ExportSettings
+    from exporters.int8 import repair as ladder_mod
+    from exporters.int8.candidates import Scored
+
+    class _Calib:
+        source, prep, seed = "calib", Preprocessing(size=16), 0
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+    monkeypatch.setattr(calibration_data, "load_calibration", lambda *a, **k: _Calib(32))
+    cfg = ExportSettings("tiny", Decision(("a", "b"), 1), Preprocessing(size=16), "sha",
+                         calibration=_Calib(8),  # type: ignore[arg-type]
+                         int8=Int8Options(repair="auto"))
+    ladder = ladder_mod.Ladder("executorch", None, (), tmp_path, None,  # type: ignore[arg-type]
+                               np.zeros(1), np.zeros(1), {}, Tolerances(), None, 1e9)
+    assert cfg.int8 is not None
+    ladder.best = ladder_mod.Candidate(cfg.int8, cfg, cfg.decision, Scored({}, ("auc",), 0.02))
+    images: list[int] = []
+
+    def record(rung: str, detail: str, cand_cfg: Any, int8: Int8Options) -> bool:
+        images.append(len(cand_cfg.calibration))
+        scored = Scored({}, ("auc",), more_shortfall if len(images) == 1 else 0.5)
+        return ladder.consider(rung, detail, ladder_mod.Candidate(int8, cand_cfg, cfg.decision,
+                                                                  scored), 0.0)
+
+    monkeypatch.setattr(ladder, "try_options", record)
+    assert not ladder_mod._better_calibration(ladder, cfg)
+    assert images == [32, observer_images]

@@ -10,7 +10,7 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
    at the checkpoint's target sensitivity; an argmax model: the temperature), embedded in it and
    in its manifest entry;
 2. better calibration: ``MORE_CALIBRATION`` x the calibration images, then the recipe's other
-   activation observer (``Int8Recipe.alt_observer``);
+   activation observer (``Int8Recipe.alt_observer``) on whichever images came closer;
 3. mixed precision, on top of the best candidate so far (its calibration images and observer):
    sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top 1, 2, 4, ... kept
    float (on top of any speed-plan sites, each with its tail: ``exporters.int8.plan``) until
@@ -25,9 +25,10 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
    It has a budget of its own and its time is recorded apart (``qat_seconds``).
 
 Every rung after 0 is recalibrated too; a candidate is re-exported with its own decision only
-when it is kept. The ladder stops at the first passing candidate, or when ``repair_budget_min``
-is spent, keeping the candidate closest to passing (the smallest sum of how far each violation
-is past its limit, then the fewest violations); rung 3 builds on the closest one so far.
+when it is kept. The ladder stops at the first passing candidate, or before a try that would
+end past ``repair_budget_min`` (judged by how long the last try took), keeping the candidate
+closest to passing (the smallest sum of how far each violation is past its limit, then the
+fewest violations); rung 3 builds on the closest one so far.
 ``--repair recalibrate`` stops after rung 1.
 """
 
@@ -97,9 +98,11 @@ class Ladder:
     # What rung 3 tried, with how close each came (``Scored.rank``; a failed export: last).
     mixed_plans: list[tuple[PrecisionPlan, tuple[float, int]]] = field(default_factory=list)
     last: Candidate | None = None  # the candidate ``try_options`` scored last
+    last_try_s: float = 0.0  # how long the last export-and-score try took
 
     def out_of_time(self) -> bool:
-        return time.monotonic() - self.budget_start > self.budget_s
+        """True when another try, taking as long as the last one, would end past the budget."""
+        return time.monotonic() - self.budget_start + self.last_try_s > self.budget_s
 
     def passed(self) -> bool:
         return any(a.get("passed") for a in self.attempts)
@@ -125,14 +128,16 @@ class Ladder:
             logits = runtime_logits(arts[0], self.images)
         except Exception as exc:  # a candidate that fails to export is one failed attempt
             log.debug("%s candidate failed", rung, exc_info=True)
+            self.last_try_s = time.monotonic() - clock
             self.attempts.append({"rung": rung, "detail": detail,
                                   "error": f"{type(exc).__name__}: {exc}"})
             return False
         decision = refit(logits, self.val, cfg.decision)
         scored = score(logits, self.val, decision, self.ref, self.student, self.tol,
                        self.floor)
+        self.last_try_s = time.monotonic() - clock
         return self.consider(rung, detail, Candidate(int8, cfg, decision, scored),
-                             time.monotonic() - clock)
+                             self.last_try_s)
 
 
 def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
@@ -211,7 +216,8 @@ def _better_calibration(ladder: Ladder, cfg: ExportSettings) -> bool:
         if ladder.try_options("better_calibration", f"{len(more)} calibration images",
                               replace(cfg, calibration=more), int8):
             return True
-        cfg = replace(cfg, calibration=more)
+        if ladder.last is not None and ladder.best is ladder.last:  # more images came closer
+            cfg = replace(cfg, calibration=more)
     if ladder.out_of_time():
         return False
     recipe = get_exporter(ladder.fmt).int8
