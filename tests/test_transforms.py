@@ -73,3 +73,19 @@ def test_load_rgb_rejects_non_rgb(tmp_path: Path) -> None:
         load_rgb(tmp_path / "bad.jpg")
     with pytest.raises(ValueError, match="resize"):
         Preprocessing(resize="stretch")
+
+
+def test_normalize_in_chunks_is_image_by_image() -> None:
+    """A large batch is normalized a chunk at a time (no whole-set float temporaries): the very
+    numbers per-image normalization gives, channels first."""
+    from kd_core.data import transforms
+
+    prep = Preprocessing(size=8, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    n = transforms.NORMALIZE_CHUNK * 2 + 3
+    x = np.random.default_rng(0).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    got = normalize(x, prep)
+    assert got.shape == (n, 3, 8, 8) and got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got, np.stack([normalize(img, prep) for img in x]))
+    expected = (x[5].astype(np.float32) / np.float32(255) - np.float32(prep.mean)) / np.float32(
+        prep.std)
+    assert np.array_equal(got[5], np.moveaxis(expected, -1, 0))

@@ -77,14 +77,6 @@ def runtime_logits(art: Artifact, images: np.ndarray) -> np.ndarray:
                            for i in range(0, len(images), BATCH)])
 
 
-def float_logits(model: Any, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return torch.cat([model(torch.from_numpy(images[i : i + BATCH]))
-                          for i in range(0, len(images), BATCH)]).double().numpy()
-
-
 @dataclass(frozen=True)
 class Scored:
     """Validation metrics of a candidate at a decision, and the gate's verdict on them."""

@@ -45,13 +45,13 @@ import numpy as np
 from exporters.int8.candidates import (
     Scored,
     export_candidate,
-    float_logits,
     metrics_row,
     refit,
     runtime_logits,
     score,
 )
 from exporters.int8.plan import PrecisionPlan, find_sites, float_site
+from exporters.int8.sensitivity import float_logits
 from kd_core.parity import Tolerances, sensitivity_floor
 
 if TYPE_CHECKING:
