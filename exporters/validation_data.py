@@ -3,9 +3,10 @@
 ``--val-data DIR`` takes the labelled sources ``--calib-data`` takes: a prepared split folder or a
 raw source (HAM10000, a class-per-folder image tree, a CSV; ``kd_core.data.sources.
 resolve_prepared`` answers which, and prepares the splits when needed). Only the ``val`` split and
-the images it lists are read; images go through the exact eval preprocessing of the checkpoint,
-and their labels are the checkpoint's classes (``SplitData.labels_for``, as the benchmark
-harness labels them).
+the images it lists are read; images go through the exact eval preprocessing of the checkpoint
+(decoded once, cached in the prepared folder's ``cache`` as training caches them), and their
+labels are the checkpoint's classes (``SplitData.labels_for``, as the benchmark harness labels
+them).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ValidationSet:
 def load_validation(source: str | Path, prep: Preprocessing, decision: Decision
                     ) -> ValidationSet:
     """The whole validation split of ``source``, labelled with ``decision``'s classes."""
-    from kd_core.data.dataset import decode_images
+    from kd_core.data.dataset import cached_images
     from kd_core.data.prepared import DataError, load_split
     from kd_core.data.sources import resolve_prepared
 
@@ -67,7 +68,7 @@ def load_validation(source: str | Path, prep: Preprocessing, decision: Decision
         raise ValidationDataError(f"--val-data {source}: the validation split is empty")
     log.info("validation: %d images of %s (%s split)", len(split), prepared, SPLIT)
     try:
-        pixels = decode_images(split.paths, prep, desc="validation images")
+        pixels = cached_images(split.paths, prep, prepared / "cache", desc="validation images")
     except ImageError as exc:
         raise ValidationDataError(f"validation image unusable: {exc}") from None
     return ValidationSet(str(prepared.resolve()), tuple(split.image_ids), pixels,

@@ -252,3 +252,29 @@ def test_real_ham10000_split(real_ham10000: Path, tmp_path: Path) -> None:
                         verbose=False)
     for split in SPLIT_FILES:
         assert load_split(out, split).image_ids == load_split(dataverse, split).image_ids
+
+
+def test_decoded_images_are_cached_and_an_unwritable_cache_is_no_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cached_images`` decodes once into the cache folder and reads it back after; a cache
+    folder it cannot write only costs the next call the decoding."""
+    from kd_core.data import dataset
+    from kd_core.data.transforms import Preprocessing
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((12, 10, 3), 40 * i, np.uint8)).save(paths[-1])
+    prep = Preprocessing(size=8)
+    first = dataset.cached_images(paths, prep, tmp_path / "cache")
+    assert first.shape == (3, 8, 8, 3) and len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+    def no_decoding(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(dataset, "decode_images", no_decoding)
+    assert np.array_equal(dataset.cached_images(paths, prep, tmp_path / "cache"), first)
+    monkeypatch.undo()
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    assert np.array_equal(dataset.cached_images(paths, prep, blocked / "cache"), first)

@@ -9,6 +9,7 @@ random resized crop, colour jitter), which keeps a GPU fed without a DataLoader.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 from kd_core.data.transforms import Preprocessing, preprocess_uint8
 from kd_core.io import atomic_path, thread_pool
+
+log = logging.getLogger(__name__)
 
 
 def _cache_key(paths: Sequence[Path], prep: Preprocessing) -> str:
@@ -49,19 +52,31 @@ def decode_images(paths: Sequence[Path], prep: Preprocessing, desc: str = "decod
 def load_images(paths: Sequence[Path], prep: Preprocessing, cache_dir: Path | None = None,
                 desc: str = "decoding") -> torch.Tensor:
     """N x 3 x size x size uint8 tensor; reads or writes ``cache_dir`` when given."""
+    arr = cached_images(paths, prep, cache_dir, desc)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def cached_images(paths: Sequence[Path], prep: Preprocessing, cache_dir: Path | None = None,
+                  desc: str = "decoding") -> np.ndarray:
+    """``decode_images``, read from ``cache_dir`` when it holds these files at this
+    preprocessing (keyed by path, size and mtime), else written there (an unwritable cache
+    folder only costs the next run the decoding)."""
     paths = [Path(p) for p in paths]
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"images_{prep.size}_{prep.resize}_{_cache_key(paths, prep)}.npy"
         if cache.is_file():
-            arr = np.load(cache)
-            if arr.shape == (len(paths), prep.size, prep.size, 3):
-                return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+            arr: np.ndarray = np.load(cache)
+            if arr.shape == (len(paths), prep.size, prep.size, 3) and arr.dtype == np.uint8:
+                return arr
     arr = decode_images(paths, prep, desc)
     if cache is not None:
-        with atomic_path(cache) as tmp, tmp.open("wb") as fh:
-            np.save(fh, arr)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+        try:
+            with atomic_path(cache) as tmp, tmp.open("wb") as fh:
+                np.save(fh, arr)
+        except OSError as exc:
+            log.warning("decoded images not cached in %s: %s", cache.parent, exc)
+    return arr
 
 
 def normalize_batch(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
