@@ -8,8 +8,8 @@ converts it for the format's converter like a calibrated model.
 
 - BatchNorm is folded into the convolutions first (eval statistics; the model is not trained
   with batch statistics), so the fine-tune moves the folded weights and biases only.
-- The copy is exported with a dynamic batch (``exporters.int8.quantize.export_dynamic_batch``,
-  as for calibration) so that it trains in mini-batches; the format's converter re-exports the
+- The copy is exported with a dynamic batch (``export_dynamic_batch``, which
+  calibration uses too) so that it trains in mini-batches; the format's converter re-exports the
   result at batch 1.
 - Deterministic for a seed: mini-batches come from a seeded generator.
 
@@ -66,6 +66,21 @@ def qat_quantize(model: torch.nn.Module, images: torch.Tensor, quantizer: Any, s
     return copy.deepcopy(_MEMO[key])
 
 
+def export_dynamic_batch(model: torch.nn.Module, example: torch.Tensor
+                         ) -> torch.fx.GraphModule:
+    """``model`` exported with a dynamic batch on its one input (``example``: any batch), so that
+    it calibrates or fine-tunes in mini-batches; the format's converter re-exports the converted
+    result at batch 1."""
+    from torch.export import Dim
+
+    first = example[:1].expand(2, *example.shape[1:]).contiguous()  # a batch of 1 specializes
+    shapes = torch.export.ShapesCollection()  # whatever the forward's signature (LiteRT: *args)
+    shapes[first] = {0: Dim("batch", min=1)}
+    exported: torch.fx.GraphModule = torch.export.export(
+        model, (first,), dynamic_shapes=shapes).module()
+    return exported
+
+
 def _digest(model: torch.nn.Module, images: torch.Tensor, tag: str) -> str:
     h = hashlib.sha256(tag.encode())
     for t in [*model.state_dict().values(), images]:
@@ -80,8 +95,6 @@ def _qat(model: torch.nn.Module, images: torch.Tensor, quantizer: Any, spec: Qat
         convert_pt2e,
         prepare_qat_pt2e,
     )
-
-    from exporters.int8.quantize import export_dynamic_batch
 
     if spec.steps < 1 or len(images) < 2:
         raise ValueError("QAT needs at least one step and two training images")

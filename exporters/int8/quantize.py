@@ -152,20 +152,6 @@ def _full_quantizer(base: type, recipe: Int8Recipe, plan: PrecisionPlan) -> type
     return FullInt8Quantizer
 
 
-def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """``model`` exported with a dynamic batch on its one input (``example``: any batch), so that
-    it calibrates or fine-tunes in mini-batches; the format's converter re-exports the converted
-    result at batch 1."""
-    from torch.export import Dim
-
-    first = example[:1].expand(2, *example.shape[1:]).contiguous()  # a batch of 1 specializes
-    shapes = torch.export.ShapesCollection()  # whatever the forward's signature (LiteRT: *args)
-    shapes[first] = {0: Dim("batch", min=1)}
-    exported: torch.fx.GraphModule = torch.export.export(
-        model, (first,), dynamic_shapes=shapes).module()
-    return exported
-
-
 def _chunks(batches: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
     """``batches`` regrouped into batches of ``size`` images (the last one smaller)."""
     held: list[torch.Tensor] = []
@@ -204,6 +190,8 @@ def quantize_with(
         return tuned
     if len(example_inputs) != 1:
         raise ValueError("PT2E quantization takes a model with one image input")
+    from exporters.int8.qat import export_dynamic_batch
+
     prepared = prepare_pt2e(export_dynamic_batch(model.eval(), example_inputs[0]), quantizer)
     n = 0
     with torch.no_grad():
