@@ -86,6 +86,11 @@ def test_normalize_in_chunks_is_image_by_image() -> None:
     got = normalize(x, prep)
     assert got.shape == (n, 3, 8, 8) and got.dtype == np.float32 and got.flags.c_contiguous
     assert np.array_equal(got, np.stack([normalize(img, prep) for img in x]))
-    expected = (x[5].astype(np.float32) / np.float32(255) - np.float32(prep.mean)) / np.float32(
+    x[0, 0, 0], x[0, 0, 1] = 0, 255  # both ends of every channel's table
+    got = normalize(x, prep)
+    # The lookup table is bitwise the float32 arithmetic, on every pixel.
+    expected = (x.astype(np.float32) / np.float32(255) - np.float32(prep.mean)) / np.float32(
         prep.std)
-    assert np.array_equal(got[5], np.moveaxis(expected, -1, 0))
+    assert np.array_equal(got, np.moveaxis(expected, -1, 1))
+    with pytest.raises(ValueError, match="uint8"):
+        normalize(x.astype(np.float32), prep)
