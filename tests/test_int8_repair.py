@@ -361,6 +361,40 @@ def test_rung_3_never_keeps_more_than_half_the_macs_float() -> None:
     assert max(plan_sizes(even)) < 64 and MAX_FLOAT_MACS == 0.5
 
 
+@pytest.mark.parametrize("needed", [1, 2, 3, 4, 8, 16, 32, 33])
+def test_rung_3_finds_the_fewest_passing_sites_in_few_tries(needed: int) -> None:
+    """The top site alone, then the most sites, then a binary search: the fewest that pass
+    (the gate passes from ``needed`` sites on), and two tries when even the most fail."""
+    from exporters.int8.repair import fewest_passing
+
+    sizes = [1, 2, 4, 8, 16, 32]
+    tried: list[int] = []
+
+    def passes(k: int) -> bool:
+        tried.append(k)
+        return k >= needed
+
+    got = fewest_passing(sizes, passes)
+    assert got == min((k for k in sizes if k >= needed), default=None)
+    assert tried[:2] == ([1] if needed == 1 else [1, 32])
+    assert len(tried) == len(set(tried)) <= 2 + 3  # log2 of the 4 sizes between, rounded up
+    if needed > 32:
+        assert tried == [1, 32]
+
+
+def test_rung_3_out_of_time_keeps_the_fewest_found_passing() -> None:
+    from exporters.int8.repair import fewest_passing
+
+    budget = iter([False, True, False])  # k=1 fails, k=32 passes, k=4 fails, then no time
+
+    def passes(k: int) -> bool | None:
+        return next(budget, None)
+
+    assert fewest_passing([1, 2, 4, 8, 16, 32], passes) == 32
+    assert fewest_passing([1, 2, 4], lambda k: None) is None
+    assert fewest_passing([], lambda k: True) is None
+
+
 def test_qat_tries_rung_3_plans_closest_to_passing_first(monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
     """After plain QAT, the rung-3 plan that came closest (smallest ``Scored.rank``) goes

@@ -12,10 +12,12 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
 2. better calibration: ``MORE_CALIBRATION`` x the calibration images, then the recipe's other
    activation observer (``Int8Recipe.alt_observer``) on whichever images came closer;
 3. mixed precision, on top of the best candidate so far (its calibration images and observer):
-   sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top 1, 2, 4, ... kept
-   float (on top of any speed-plan sites, each with its tail: ``exporters.int8.plan``) until
-   the gate passes; never more than ``MAX_FLOAT_MACS`` of the model's MACs (the last try is the
-   most sites under that share): past it the artefact is no longer an INT8 model.
+   sites ranked by ``exporters.int8.sensitivity`` (KL on validation), the top k kept float (on
+   top of any speed-plan sites, each with its tail: ``exporters.int8.plan``) for k in 1, 2, 4,
+   ... and the most sites under ``MAX_FLOAT_MACS`` of the model's MACs (past it the artefact is
+   no longer an INT8 model). ``fewest_passing`` picks the order: the top site alone (often
+   enough), then the most sites (if even that fails, the rung stops: fewer float sites bring
+   the artefact no closer to float), then a binary search between them for the fewest that pass.
 
 4. QAT (opt-in: ``Int8Options.qat_steps``; the PT2E quantizers of LiteRT and ExecuTorch): the
    float model fine-tuned under fake quantization on ``MORE_CALIBRATION`` x the calibration
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,16 +251,46 @@ def _mixed_precision(ladder: Ladder, cfg: ExportSettings, int8: Int8Options) -> 
     if not sizes or sizes[-1] < len(plans):
         log.info("%s repair: at most %d float sites (more would keep over %.0f %% of the MACs "
                  "float)", ladder.fmt, sizes[-1] if sizes else 0, 100 * MAX_FLOAT_MACS)
-    for k in sizes:
+    passing: dict[int, Candidate] = {}
+
+    def attempt(k: int) -> bool | None:
         if ladder.out_of_time():
-            break
+            return None
         passed = ladder.try_options("mixed_precision", f"{k} most sensitive sites float", cfg,
                                     replace(int8, plan=plans[k - 1]))
         ladder.mixed_plans.append(
             (plans[k - 1], ladder.last.scored.rank() if ladder.last else (float("inf"), 0)))
-        if passed:
-            return True
-    return False
+        if passed and ladder.last is not None:
+            passing[k] = ladder.last
+        return passed
+
+    k = fewest_passing(sizes, attempt)
+    if k is None:
+        return False
+    ladder.best = passing[k]  # every passing candidate ranks alike: keep the fewest float sites
+    return True
+
+
+def fewest_passing(sizes: list[int], passes: Callable[[int], bool | None]) -> int | None:
+    """The smallest of ``sizes`` (ascending) that ``passes``, or None: the smallest first, then
+    the largest (if it fails too, none is tried between: more float sites only bring the
+    artefact closer to float), then a binary search between the two. ``passes`` returns None
+    when there is no time for the try: the search stops at the fewest found passing so far."""
+    if not sizes:
+        return None
+    first = passes(sizes[0])
+    if first or first is None or len(sizes) == 1:
+        return sizes[0] if first else None
+    lo, hi = 0, len(sizes) - 1
+    if not passes(sizes[hi]):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        got = passes(sizes[mid])
+        if got is None:
+            break
+        lo, hi = (lo, mid) if got else (mid, hi)
+    return sizes[hi]
 
 
 def plan_sizes(float_macs: list[float], limit: float = MAX_FLOAT_MACS) -> list[int]:
