@@ -70,6 +70,9 @@ class Int8Recipe:
 
 ExportFn = Callable[[Any, tuple[Any, ...], Path, "ExportSettings"], "list[Artifact]"]
 MetadataReader = Callable[[Path], "dict[str, Any] | None"]
+# Copy an artefact (first path) to a new path with another embedded entry (the dict), its graph
+# untouched: for formats whose decision (temperature, threshold) lives only in that entry.
+Restamper = Callable[[Path, Path, "dict[str, Any]"], None]
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class ExporterSpec:
     read_metadata: MetadataReader | None = None  # the manifest entry embedded in an artefact
     preferred: tuple[str, ...] = ()  # precisions an app should ship, best first
     module: str = ""  # the module that registered it (worker processes import it)
+    # Re-embed an artefact's entry without exporting it again (``exporters.finish.restamp``);
+    # None: the decision is in the graph (Core ML's temperature) or the format cannot.
+    restamp: Restamper | None = None
 
     def artefact_precisions(self, families: tuple[str, ...]) -> list[str]:
         """The artefact precisions this format makes for the requested families."""
@@ -110,7 +116,8 @@ def register_exporter(name: str, *, extension: str, tools: tuple[str, ...],
                       needs_calibration: tuple[str, ...] = ("int8",),
                       int8: Int8Recipe | None = None, cost: float = 20.0,
                       read_metadata: MetadataReader | None = None,
-                      preferred: tuple[str, ...] = ()) -> Callable[[ExportFn], ExportFn]:
+                      preferred: tuple[str, ...] = (), restamp: Restamper | None = None
+                      ) -> Callable[[ExportFn], ExportFn]:
     """Register a format's ``export`` function with its facts; a name may be registered once."""
 
     def deco(fn: ExportFn) -> ExportFn:
@@ -119,7 +126,7 @@ def register_exporter(name: str, *, extension: str, tools: tuple[str, ...],
         EXPORTERS[name] = ExporterSpec(
             name, fn, extension, tools, dict(precisions or DEFAULT_PRECISIONS),
             needs_calibration, int8, cost, read_metadata, preferred,
-            getattr(fn, "__module__", ""))
+            getattr(fn, "__module__", ""), restamp)
         return fn
 
     return deco

@@ -8,6 +8,7 @@ no free-form metadata field, so the manifest entry (minus bytes/sha256) goes in 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Mapping
 from functools import partial
@@ -54,8 +55,13 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
     return dict(json.loads(sidecar.read_text())) if sidecar.is_file() else None
 
 
+def _restamp(src: Path, dst: Path, meta: dict[str, Any]) -> None:
+    """A ``.pte`` holds no entry (its sidecar does): the file is copied as is."""
+    shutil.copyfile(src, dst)
+
+
 @register_exporter(FORMAT, extension=".pte", tools=("executorch",), int8=INT8, cost=59.0,
-                   read_metadata=read_metadata)
+                   read_metadata=read_metadata, restamp=_restamp)
 def export(model: Any, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
     return export_each(

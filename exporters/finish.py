@@ -39,6 +39,7 @@ from exporters.base import (
 )
 from kd_core.deploy import (
     MANIFEST_VERSION,
+    Decision,
     ManifestEntry,
     compare_outputs,
     entry_relpath,
@@ -145,6 +146,26 @@ def finish(fmt: str, precision: str, cfg: ExportSettings, out_dir: Path, clock: 
                     export_seconds=clock.seconds(), verification=verification,
                     graph_report=report)
     return Artifact(final, path, build.reference)
+
+
+def restamp(art: Artifact, decision: Decision) -> Artifact | None:
+    """``art`` with ``decision`` in its manifest entry and embedded in place of the one it was
+    exported with, its graph untouched (the format's ``restamp``; sidecars rewritten), its
+    bytes and sha256 updated; None where the format has no ``restamp``. The repair ladder's
+    kept candidate gets its own decision this way instead of a second export."""
+    spec = get_exporter(art.format)
+    if spec.restamp is None:
+        return None
+    entry = replace(art.entry, decision=decision)
+    meta = embedded_metadata(entry)
+    with contextlib.ExitStack() as stack:
+        staged = stack.enter_context(atomic_path(art.path))
+        spec.restamp(art.path, staged, meta)
+        for sidecar in entry.sidecars:
+            stack.enter_context(atomic_path(art.path.parent / sidecar)).write_text(
+                dumps_json(meta, indent=2))
+    entry = replace(entry, bytes=path_bytes(art.path), sha256=sha256_file(art.path))
+    return replace(art, entry=entry)
 
 
 def _safe_report(report: Callable[[Path], dict[str, Any]], path: Path) -> dict[str, Any]:

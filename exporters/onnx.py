@@ -56,7 +56,8 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
 
 
 @register_exporter(FORMAT, extension=".onnx", tools=("onnx", "onnxscript", "onnxruntime"),
-                   int8=INT8, cost=17.0, read_metadata=read_metadata)
+                   int8=INT8, cost=17.0, read_metadata=read_metadata,
+                   restamp=lambda src, dst, meta: _write(src, dst, meta))
 def export(model: Any, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
     """fp32: the model as is. INT8: the rewritten float model (exact, quantization friendly)

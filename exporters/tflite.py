@@ -56,7 +56,8 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
 
 @register_exporter(FORMAT, extension=".tflite", tools=("litert-torch", "ai-edge-litert"),
                    precisions={"fp32": ("fp32",), "int8": ("int8", FLOAT_IO)},
-                   int8=INT8, cost=58.0, read_metadata=read_metadata, preferred=("int8",))
+                   int8=INT8, cost=58.0, read_metadata=read_metadata, preferred=("int8",),
+                   restamp=lambda src, dst, meta: _write(src.read_bytes(), dst, meta))
 def export(model: Any, example_inputs: tuple[Any, ...], out_dir: Path,
            cfg: ExportSettings) -> list[Artifact]:
     done: dict[str, Artifact] = {}

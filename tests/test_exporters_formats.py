@@ -173,6 +173,39 @@ def test_metadata_is_embedded(run: dict[str, Any], fmt: str) -> None:
             assert meta[key] == e[key], (e["name"], key)
 
 
+@pytest.mark.parametrize("name", ["tflite_int8", "tflite_int8_float_io", "executorch_int8",
+                                  "onnx_int8", "coreml_w8a8"])
+def test_restamp_embeds_another_decision_and_keeps_the_graph(run: dict[str, Any], name: str,
+                                                             tmp_path: Path) -> None:
+    """The repair ladder's kept candidate gets its own decision without a second export: the
+    embedded entry (file or sidecar) carries it, the outputs are the same, sha256 and bytes
+    describe the new file. Core ML has the temperature in its graph: no restamp."""
+    import shutil
+    from dataclasses import replace
+
+    from exporters.finish import restamp
+
+    art = artefact(run, name)
+    decision = replace(art.entry.decision, temperature=2.5, threshold=0.125)
+    if name.startswith("coreml"):
+        before = sha256_file(art.path)
+        assert restamp(art, decision) is None and sha256_file(art.path) == before
+        return
+    for f in (art.entry.path, *art.entry.sidecars):
+        shutil.copy(run["out"] / f, tmp_path / f)
+    stamped = restamp(replace(art, path=tmp_path / art.entry.path), decision)
+    assert stamped is not None and stamped.entry.decision == decision
+    meta = get_exporter(art.format).read_metadata(stamped.path)  # type: ignore[misc]
+    assert (meta["temperature"], meta["threshold"]) == (2.5, 0.125)
+    assert meta["name"] == art.name and meta.get("precision_plan") == art.entry.precision_plan
+    assert stamped.entry.sha256 == sha256_file(stamped.path) != (
+        art.entry.sha256 if art.format != "executorch" else "")  # a .pte is copied as is
+    assert stamped.entry.bytes == path_bytes(stamped.path)
+    assert np.array_equal(load_runner(stamped.entry, tmp_path).predict(run["x"]),
+                          predict(run, art))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_onnx_files_pass_the_checker(run: dict[str, Any]) -> None:
     import onnx
 

@@ -26,10 +26,11 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
    closest to passing first.
    It has a budget of its own and its time is recorded apart (``qat_seconds``).
 
-Every rung after 0 is recalibrated too; a candidate is re-exported with its own decision only
-when it is kept. The ladder stops at the first passing candidate, or before a try that would
-end past ``repair_budget_min`` (judged by how long the last try took), keeping the candidate
-closest to passing (the smallest sum of how far each violation is past its limit, then the
+Every rung after 0 is recalibrated too; the kept candidate gets its own decision embedded in
+its files as tried (``exporters.finish.restamp``; a format without one exports it again).
+The ladder stops at the first passing candidate, or before a try that would end past
+``repair_budget_min`` (judged by how long the last try took), keeping the candidate closest to
+passing (the smallest sum of how far each violation is past its limit, then the
 fewest violations); rung 3 builds on the closest one so far.
 ``--repair recalibrate`` stops after rung 1.
 """
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from exporters import get_exporter
 from exporters.int8.candidates import (
     Scored,
     export_candidate,
@@ -78,6 +80,7 @@ class Candidate:
     decision: Decision
     scored: Scored
     arts: list[Artifact] | None = None  # exported with ``decision`` embedded (None: not yet)
+    staged: list[Artifact] | None = None  # its files as tried, the checkpoint's decision in them
 
 
 @dataclass
@@ -139,7 +142,7 @@ class Ladder:
         scored = score(logits, self.val, decision, self.ref, self.student, self.tol,
                        self.floor)
         self.last_try_s = time.monotonic() - clock
-        return self.consider(rung, detail, Candidate(int8, cfg, decision, scored),
+        return self.consider(rung, detail, Candidate(int8, cfg, decision, scored, staged=arts),
                              self.last_try_s)
 
 
@@ -168,13 +171,12 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     if before.passed:
         return arts, int8, {**record, "rung": "none", "after": before.to_dict()}
     ladder.best = Candidate(int8, cfg, decision, before, arts)
-    _climb(ladder, cfg, logits)
+    _climb(ladder, cfg, arts, logits)
     if int8.qat_steps > 0 and not ladder.passed() and int8.repair == "auto":
         _qat(ladder, cfg)
     best = ladder.best
     if best.arts is None:  # the kept candidate, now with its own decision embedded
-        best.arts = export_candidate(fmt, model, example, best.cfg, stage / "kept", best.int8,
-                                     best.decision)
+        best.arts = _with_own_decision(ladder, best)
     rung = next((a["rung"] for a in ladder.attempts if a.get("passed")), "failed")
     record.update(rung=rung, after=best.scored.to_dict(),
                   seconds=round(time.monotonic() - ladder.start, 1),
@@ -187,7 +189,21 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     return best.arts, best.int8, record
 
 
-def _climb(ladder: Ladder, cfg: ExportSettings, logits: np.ndarray) -> None:
+def _with_own_decision(ladder: Ladder, cand: Candidate) -> list[Artifact]:
+    """``cand``'s artefacts with its own decision embedded: its files as tried, restamped
+    (``exporters.finish.restamp``: the same graph, no second export) where the format can,
+    else exported again."""
+    from exporters.finish import restamp
+
+    if cand.staged is not None and get_exporter(ladder.fmt).restamp is not None:
+        stamped = [restamp(a, cand.decision) for a in cand.staged]
+        return [a for a in stamped if a is not None]
+    return export_candidate(ladder.fmt, ladder.model, ladder.example, cand.cfg,
+                            ladder.stage / "kept", cand.int8, cand.decision)
+
+
+def _climb(ladder: Ladder, cfg: ExportSettings, arts: list[Artifact], logits: np.ndarray
+           ) -> None:
     int8 = cfg.int8
     assert int8 is not None
     # Rung 1: the artefact's own decision; same graph, so no export unless it is kept.
@@ -197,7 +213,8 @@ def _climb(ladder: Ladder, cfg: ExportSettings, logits: np.ndarray) -> None:
                    ladder.floor)
     detail = f"T={decision.temperature:.4g}" + (
         "" if decision.threshold is None else f", threshold={decision.threshold:.4g}")
-    if ladder.consider("recalibrate", detail, Candidate(int8, cfg, decision, scored),
+    if ladder.consider("recalibrate", detail, Candidate(int8, cfg, decision, scored,
+                                                        staged=arts),
                        time.monotonic() - clock) or int8.repair == "recalibrate":
         return
     if _better_calibration(ladder, cfg) or ladder.out_of_time():
@@ -208,7 +225,6 @@ def _climb(ladder: Ladder, cfg: ExportSettings, logits: np.ndarray) -> None:
 
 
 def _better_calibration(ladder: Ladder, cfg: ExportSettings) -> bool:
-    from exporters import get_exporter
     from exporters.calibration_data import load_calibration
 
     int8, calib = cfg.int8, cfg.calibration
@@ -306,7 +322,6 @@ def plan_sizes(float_macs: list[float], limit: float = MAX_FLOAT_MACS) -> list[i
 def _qat(ladder: Ladder, cfg: ExportSettings) -> None:
     """Rung 4 on ``MORE_CALIBRATION`` x ``cfg``'s calibration images (the training split), with a
     budget of its own: no accuracy float sites first, then each plan rung 3 tried."""
-    from exporters import get_exporter
     from exporters.calibration_data import load_calibration
     from exporters.int8.qat import QatSpec
     from exporters.int8.quantize import QAT_QUANTIZERS
