@@ -173,18 +173,23 @@ def _pack_aligned_buffer(self: Any, builder: Any) -> int:
 
 
 def add_metadata(model: bytes, key: str, value: bytes) -> bytes:
-    """Return ``model`` with a ``metadata`` entry ``key`` -> a buffer holding ``value``."""
+    """Return ``model`` with a ``metadata`` entry ``key`` -> a buffer holding ``value``; an
+    entry already under ``key`` has its buffer's data replaced (no stale copy left behind)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     obj = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-    obj.metadata = [m for m in (obj.metadata or []) if m.name not in (key, key.encode())]
+    obj.metadata = obj.metadata or []
+    entry = next((m for m in obj.metadata if m.name in (key, key.encode())), None)
     buf = schema.BufferT()
     buf.data = np.frombuffer(value, dtype=np.uint8)
-    obj.buffers.append(buf)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = key, len(obj.buffers) - 1
-    obj.metadata.append(entry)
+    if entry is None:
+        obj.buffers.append(buf)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = key, len(obj.buffers) - 1
+        obj.metadata.append(entry)
+    else:
+        obj.buffers[entry.buffer] = buf
     aligned = type("AlignedBufferT", (schema.BufferT,), {"Pack": _pack_aligned_buffer})
     for b in obj.buffers:
         b.__class__ = aligned

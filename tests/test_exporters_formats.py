@@ -204,6 +204,8 @@ def test_restamp_embeds_another_decision_and_keeps_the_graph(run: dict[str, Any]
     assert np.array_equal(load_runner(stamped.entry, tmp_path).predict(run["x"]),
                           predict(run, art))
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    again = restamp(stamped, decision)  # the old entry is replaced, not left behind
+    assert again is not None and again.entry.sha256 == stamped.entry.sha256
 
 
 def test_onnx_files_pass_the_checker(run: dict[str, Any]) -> None:
