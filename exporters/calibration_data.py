@@ -67,6 +67,16 @@ class CalibrationSet:
             t = torch.from_numpy(x).unsqueeze(0)
             yield t.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else t
 
+    def key(self, layout: str = "NCHW") -> str:
+        """What ``batches(layout)`` yields, as a digest: the pixels, their preprocessing and the
+        layout (``exporters.int8.observers`` reuses a calibration on the same key)."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps([layout, self.prep.to_dict()], sort_keys=True).encode())
+        h.update(np.ascontiguousarray(self.pixels).tobytes())
+        return h.hexdigest()
+
     def to_manifest(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "samples": len(self), "seed": self.seed,
                 "class_balanced": self.class_counts is not None,

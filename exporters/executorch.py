@@ -89,7 +89,8 @@ def _program(model: Any, example_inputs: tuple[Any, ...], cfg: ExportSettings,
 
     calib = cfg.require_calibration(FORMAT)
     ready = prepare_float_model(model, FORMAT, example_inputs=example_inputs)
-    quantized = quantize_pt2e(ready, example_inputs, calib.batches("NCHW"), FORMAT, cfg.int8)
+    quantized = quantize_pt2e(ready, example_inputs, calib.batches("NCHW"), FORMAT, cfg.int8,
+                             calib_key=calib.key("NCHW"))
     return (*_lower(quantized, example_inputs), quantized)
 
 

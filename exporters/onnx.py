@@ -108,7 +108,7 @@ def _quantize(model: Any, example_inputs: tuple[Any, ...], stage: Path, out: Pat
     export_onnx(ready, example_inputs, float_file)
     sites = find_sites(ready, example_inputs) if cfg.int8 and cfg.int8.plan else ()
     recipe.update(quantize_onnx(float_file, out, list(calib.normalized()[:, None]), INPUT_NAME,
-                                cfg.int8, sites))
+                                cfg.int8, sites, calib_key=calib.key("NCHW")))
     return recipe
 
 

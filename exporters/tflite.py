@@ -93,7 +93,8 @@ def _convert(model: Any, example: Any, cfg: ExportSettings, precision: str
     calib = cfg.require_calibration(FORMAT)
     rewritten = prepare_float_model(model, FORMAT, example_inputs=(example,))
     ready = litert_torch.to_channel_last_io(rewritten, args=[0]).eval()
-    quantized = quantize_pt2e(ready, (_nhwc(example),), calib.batches("NHWC"), FORMAT, cfg.int8)
+    quantized = quantize_pt2e(ready, (_nhwc(example),), calib.batches("NHWC"), FORMAT, cfg.int8,
+                             calib_key=calib.key("NHWC"))
     edge = litert_torch.convert(quantized, (_nhwc(example),),
                                 **tflite_convert_kwargs(FORMAT, cfg.int8))
     return edge, partial(_nchw_call, quantized)

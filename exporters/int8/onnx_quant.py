@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from exporters.int8.options import Int8Options
     from exporters.int8.plan import Site
 
+log = logging.getLogger(__name__)
 CALIBRATION = "MinMax"
 HISTOGRAM_CHUNK = 64  # images whose activations a histogram observer holds at once
 KEEP_FLOAT_SITES = {"optimization.disable_specified_optimizers": "WeightBiasQuantization"}
@@ -146,13 +148,15 @@ def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Sit
 
 def quantize_onnx(
     fp32_path: Path, out_path: Path, calib_batches: Sequence[np.ndarray], input_name: str,
-    options: Int8Options | None = None, sites: Sequence[Site] = (),
+    options: Int8Options | None = None, sites: Sequence[Site] = (), calib_key: str | None = None,
 ) -> dict[str, Any]:
     """Quantize ``fp32_path`` to QDQ INT8 at ``out_path``; returns what the run did
     (calibration batches, graph rewrites, nodes kept float and the session option that needs)
     for the manifest's recipe (``onnx_recipe``). ``options``' float sites (names of ``sites``,
     the model's sites in call order) stay float; its ``observer`` names a
-    ``CalibrationMethod``."""
+    ``CalibrationMethod``. ``calib_key`` names the calibration images: given, ONNX Runtime's ranges
+    from an earlier call on the same graph and images are reused
+    (``exporters.int8.observers.onnx_cache_path``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -162,6 +166,8 @@ def quantize_onnx(
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from exporters.int8.observers import onnx_cache_path
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not fp32_path.is_file():
@@ -183,6 +189,9 @@ def quantize_onnx(
         onnx.save(model, str(single))
         quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
         exclude = _excluded_nodes(pre, float_sites, sites, tails)
+        cache = None if calib_key is None else onnx_cache_path(
+            pre, method, (chunked or {}).get("CalibStridedMinMax"), calib_key)
+        reused = cache is not None and cache.is_file()
         # Its histogram calibrator prints a line per chunk; the export logs what it did.
         with atomic_path(out_path) as dst, contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -190,9 +199,11 @@ def quantize_onnx(
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, method),
-                nodes_to_exclude=exclude, extra_options=chunked,
+                nodes_to_exclude=exclude, extra_options=chunked, calibration_cache_path=cache,
             )
-    did: dict[str, Any] = {"calibration_batches": reader.count,
+    if reused:
+        log.info("ONNX Runtime calibration reused (%s)", method)
+    did: dict[str, Any] = {"calibration_batches": len(calib_batches) if reused else reader.count,
                            "graph_rewrites": {"reduce_mean_to_global_average_pool": pools}}
     if exclude:
         did.update(nodes_to_exclude=exclude, session_config=dict(KEEP_FLOAT_SITES))

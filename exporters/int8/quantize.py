@@ -174,10 +174,13 @@ def quantize_with(
     fold_quantize: bool = True,
     qat: QatSpec | None = None,
     tag: str = "",
+    calib_key: str | None = None,
 ) -> torch.fx.GraphModule:
     """Export (dynamic batch), prepare with ``quantizer``, calibrate in batches of
     ``CALIB_BATCH`` images, convert, drop exact no-op clamps; with ``qat``, fine-tune under fake
-    quantization on the calibration images instead of calibrating (``exporters.int8.qat``)."""
+    quantization on the calibration images instead of calibrating (``exporters.int8.qat``).
+    ``calib_key`` names the calibration images: given, a calibration already done on them is
+    reused (``exporters.int8.observers``)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if qat is not None:
@@ -190,15 +193,13 @@ def quantize_with(
         return tuned
     if len(example_inputs) != 1:
         raise ValueError("PT2E quantization takes a model with one image input")
+    from exporters.int8.observers import calibrate, model_key
     from exporters.int8.qat import export_dynamic_batch
 
-    prepared = prepare_pt2e(export_dynamic_batch(model.eval(), example_inputs[0]), quantizer)
-    n = 0
-    with torch.no_grad():
-        for batch in _chunks(calib_batches, CALIB_BATCH):
-            prepared(batch)
-            n += 1
-    if n == 0:
+    exported = export_dynamic_batch(model.eval(), example_inputs[0])
+    key = None if calib_key is None else model_key(exported, calib_key)
+    prepared = prepare_pt2e(exported, quantizer)
+    if calibrate(prepared, _chunks(calib_batches, CALIB_BATCH), key) == 0:
         raise ValueError("PT2E quantization needs at least one calibration batch")
     converted: torch.fx.GraphModule = convert_pt2e(prepared, fold_quantize=fold_quantize)
     drop_redundant_clamps(converted)
@@ -212,9 +213,11 @@ def quantize_pt2e(
     calib_batches: Iterable[torch.Tensor],
     fmt: str,
     options: Int8Options | None = None,
+    calib_key: str | None = None,
 ) -> torch.fx.GraphModule:
     """Static INT8 (per-channel weights) with the quantizer that suits ``fmt``; calibrated on
-    ``calib_batches`` (each a model input tensor); ``options``' float sites stay float. Pass the
+    ``calib_batches`` (each a model input tensor; ``calib_key``, if given, names them: another
+    plan's calibration on them is reused); ``options``' float sites stay float. Pass the
     output of ``prepare_float_model``. Returns the converted model for the converter:
     ``litert_torch.convert(q, args, **tflite_convert_kwargs(fmt, options))`` or
     ``torch.export.export(q, args)``."""
@@ -224,7 +227,8 @@ def quantize_pt2e(
     return quantize_with(model, example_inputs, calib_batches,
                          make_quantizer(fmt, recipe, options), fold_quantize=recipe.fold_quantize,
                          qat=options.qat if options is not None else None,
-                         tag=f"{fmt}|{sorted(options.plan.names()) if options else []}")
+                         tag=f"{fmt}|{sorted(options.plan.names()) if options else []}",
+                         calib_key=calib_key)
 
 
 def tflite_convert_kwargs(fmt: str = "tflite", options: Int8Options | None = None
