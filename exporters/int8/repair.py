@@ -18,6 +18,9 @@ decision; an argmax model: top-1 agreement) against the float student on the sam
    no longer an INT8 model). ``fewest_passing`` picks the order: the top site alone (often
    enough), then the most sites (if even that fails, the rung stops: fewer float sites bring
    the artefact no closer to float), then a binary search between them for the fewest that pass.
+   Its tries reuse the observers rung 2 fitted on these images (ONNX Runtime: its tensor
+   ranges); only an observer a float site adds calibrates (``exporters.int8.observers``; the
+   artefact is the same bit for bit).
 
 4. QAT (opt-in: ``Int8Options.qat_steps``; the PT2E quantizers of LiteRT and ExecuTorch): the
    float model fine-tuned under fake quantization on ``MORE_CALIBRATION`` x the calibration
