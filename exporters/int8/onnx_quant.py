@@ -146,6 +146,21 @@ def _excluded_nodes(path: Path, float_sites: frozenset[str], sites: Sequence[Sit
     return sorted(set(found.values()) | set(tail))
 
 
+def _preprocess(fp32_path: Path, pre: Path) -> int:
+    """``fp32_path`` with its mean pools made global pools (returns how many), shapes inferred
+    and ONNX Runtime's pre-processing, at ``pre``."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    single = pre.with_name("fp32.onnx")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
+    pools = mean_to_global_pool(model)
+    # One self-contained file: quant_pre_process loses track of external data files.
+    onnx.save(model, str(single))
+    quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
+    return pools
+
+
 def quantize_onnx(
     fp32_path: Path, out_path: Path, calib_batches: Sequence[np.ndarray], input_name: str,
     options: Int8Options | None = None, sites: Sequence[Site] = (), calib_key: str | None = None,
@@ -157,7 +172,6 @@ def quantize_onnx(
     ``CalibrationMethod``. ``calib_key`` names the calibration images: given, ONNX Runtime's ranges
     from an earlier call on the same graph and images are reused
     (``exporters.int8.observers.onnx_cache_path``)."""
-    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -165,7 +179,6 @@ def quantize_onnx(
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from exporters.int8.observers import onnx_cache_path
 
@@ -182,12 +195,8 @@ def quantize_onnx(
     chunked = None if method == "MinMax" else {
         "CalibStridedMinMax": chunk_size(len(calib_batches))}
     with tempfile.TemporaryDirectory() as tmp:
-        single, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-        model = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
-        pools = mean_to_global_pool(model)
-        # One self-contained file: quant_pre_process loses track of external data files.
-        onnx.save(model, str(single))
-        quant_pre_process(str(single), str(pre), skip_symbolic_shape=True)
+        pre = Path(tmp) / "pre.onnx"
+        pools = _preprocess(fp32_path, pre)
         exclude = _excluded_nodes(pre, float_sites, sites, tails)
         cache = None if calib_key is None else onnx_cache_path(
             pre, method, (chunked or {}).get("CalibStridedMinMax"), calib_key)
