@@ -107,6 +107,36 @@ def test_recalibration_restores_sensitivity_of_shifted_int8_logits() -> None:
     assert not any("sensitivity" in v or "roc_auc" in v for v in after.violations)
 
 
+def test_recalibration_keeps_the_shipped_temperature_where_the_nll_fit_has_the_worse_ece(
+) -> None:
+    """Temperature scaling minimizes the NLL; the gate reads ECE. Logits whose positive tail is
+    overconfident for some images: the NLL fit (T 1.14) has ECE 0.031, the shipped T=1 0.022.
+    The refit keeps T=1 and still moves the threshold to the target sensitivity."""
+    from kd_core.calibration import fit_temperature
+    from kd_core.finalize import evaluate
+    from kd_core.metrics import softmax, threshold_for_sensitivity
+
+    rng = np.random.default_rng(35)
+    s = rng.normal(-2.5, 1.5, 1500)
+    y = (rng.random(1500) < 1 / (1 + np.exp(-s))).astype(np.int64)
+    z = s + 0.6 * np.sign(s) * np.abs(s) ** 1.3 * rng.choice([0, 1], 1500, p=[0.7, 0.3])
+    logits = np.stack([np.zeros_like(z), z], 1)
+    shipped = Decision(("benign", "melanoma"), 1, 1.0, 0.5, 0.95)
+
+    def ece(t: float) -> float:
+        return float(evaluate(logits, y, ["benign", "melanoma"], 1, None, t, 0, 0)["ece"])
+
+    fitted = fit_temperature(logits, y)
+    assert fitted == pytest.approx(1.14, abs=0.01) and ece(fitted) > ece(1.0) + 0.005
+    decision = refit(logits, _val(y), shipped)
+    assert decision.temperature == 1.0
+    assert decision.threshold == threshold_for_sensitivity(y, softmax(logits)[:, 1], 0.95)
+    # Where the fit is the better calibrated, it is kept.
+    shifted = refit(logits * 3.0, _val(y), shipped)
+    assert shifted.temperature == pytest.approx(fit_temperature(logits * 3.0, y))
+    assert shifted.temperature != 1.0
+
+
 def _model_labelled(prepared: Path, ckpt: Path, out: Path, gap: float = 2.0) -> Path:
     """A copy of ``prepared`` whose validation split is labelled by the float model's own
     argmax, keeping only images whose logit margin is beyond ``gap``: separable with room, so

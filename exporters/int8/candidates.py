@@ -137,14 +137,26 @@ def score(logits: np.ndarray, val: ValidationSet, decision: Decision, ref: dict[
 
 
 def refit(logits: np.ndarray, val: ValidationSet, decision: Decision) -> Decision:
-    """``decision`` with the artefact's own temperature and threshold, fitted on validation as
-    training fits the float model's (``kd_core.finalize.fit_decision``, at the float model's
-    target sensitivity); the temperature alone for an argmax model or without a target."""
+    """``decision`` with the artefact's own temperature and threshold, fitted on validation:
+    the temperature that minimizes the NLL (``kd_core.calibration.fit_temperature``, as
+    training fits the float model's), or the checkpoint's where that one has the lower ECE
+    (the gate's calibration metric: the NLL optimum can be the worse calibrated by it), then the
+    threshold reaching the float model's target sensitivity at that temperature; the
+    temperature alone for an argmax model or without a target."""
     from kd_core.calibration import fit_temperature
-    from kd_core.finalize import fit_decision
+    from kd_core.finalize import evaluate
+    from kd_core.metrics import softmax, threshold_for_sensitivity
 
-    if decision.positive_index is None or decision.target_sensitivity is None:
-        return decision.with_calibration(fit_temperature(logits, val.labels), decision.threshold)
-    fitted = fit_decision(logits, val.labels, decision.positive_index,
-                          decision.target_sensitivity)
-    return decision.with_calibration(fitted["temperature"], fitted["threshold"])
+    pos, labels = decision.positive_index, list(decision.labels)
+
+    def ece(t: float) -> float:
+        return float(evaluate(logits, val.labels, labels, pos, None, t, 0, 0)["ece"])
+
+    fitted = fit_temperature(logits, val.labels)
+    temperature = fitted if ece(fitted) <= ece(decision.temperature) else decision.temperature
+    if pos is None or decision.target_sensitivity is None:
+        return decision.with_calibration(temperature, decision.threshold)
+    threshold = threshold_for_sensitivity((val.labels == pos).astype(np.int64),
+                                          softmax(logits, temperature)[:, pos],
+                                          decision.target_sensitivity)
+    return decision.with_calibration(temperature, threshold)
