@@ -29,9 +29,10 @@ class _Block(nn.Module):
                                 nn.Conv2d(4, 8, 1), nn.Hardsigmoid())
         self.mid = nn.Conv2d(8, 8, 3, padding=1)
         self.head = nn.Linear(8, 3)
+        self.register_buffer("gain", torch.ones(1), persistent=False)  # not in state_dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.stem(x)
+        y = self.stem(x * self.gain)
         y = y * self.se(y)
         return self.head((self.mid(y) + y).mean((2, 3)))
 
@@ -118,13 +119,18 @@ def test_a_plan_reuses_the_calibration_of_another_and_gets_the_same_model(
         quantize_pt2e(model, x, _never(), fmt, replace(speed, observer=other), calib_key="k")
 
 
-def test_other_weights_do_not_reuse_a_calibration(memo: OrderedDict[str, object]) -> None:
+@pytest.mark.parametrize("tensor", ["head.bias", "gain"])
+def test_other_weights_do_not_reuse_a_calibration(memo: OrderedDict[str, object],
+                                                  tensor: str) -> None:
+    """A parameter, or a buffer outside the state dict, changed: the same key calibrates."""
     from exporters.int8 import quantize_pt2e
 
     model, x, calib = _inputs("executorch")
     quantize_pt2e(model, x, calib, "executorch", calib_key="k")
+    quantize_pt2e(model, x, _never(), "executorch", calib_key="k")  # unchanged: reused
+    named = dict([*model.named_parameters(), *model.named_buffers()])
     with torch.no_grad():
-        next(p for n, p in model.named_parameters() if n.endswith("head.bias")).add_(0.5)
+        next(t for n, t in named.items() if n.endswith(tensor)).add_(0.5)
     with pytest.raises(AssertionError, match="calibrated again"):
         quantize_pt2e(model, x, _never(), "executorch", calib_key="k")
 

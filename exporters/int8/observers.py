@@ -40,10 +40,20 @@ def model_key(graph: torch.fx.GraphModule, calib_key: str) -> str:
     names depends on besides each observer's own settings: the graph and its tensors."""
     h = hashlib.sha256(calib_key.encode())
     h.update(graph.code.encode())
-    for name, t in graph.state_dict().items():
+    for name, t in _tensors(graph):
         h.update(name.encode())
         h.update(t.detach().cpu().clone().numpy().tobytes())  # a copy: numpy pins storage
     return h.hexdigest()
+
+
+def _tensors(graph: torch.fx.GraphModule) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor the graph reads: parameters, buffers (persistent or not) and constants
+    held as plain attributes."""
+    found = [*graph.named_parameters(), *graph.named_buffers()]
+    for prefix, module in graph.named_modules():
+        found += [(f"{prefix}.{k}", v) for k, v in vars(module).items()
+                  if isinstance(v, torch.Tensor)]
+    return found
 
 
 def _is_observer(module: Any) -> bool:
