@@ -29,6 +29,7 @@ class _Block(nn.Module):
                                 nn.Conv2d(4, 8, 1), nn.Hardsigmoid())
         self.mid = nn.Conv2d(8, 8, 3, padding=1)
         self.head = nn.Linear(8, 3)
+        self.gain: torch.Tensor
         self.register_buffer("gain", torch.ones(1), persistent=False)  # not in state_dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
