@@ -62,16 +62,23 @@ def fit_decision(logits: np.ndarray, y: np.ndarray, pos: int | None,
     reaching ``target_sensitivity`` at that temperature: {temperature, threshold,
     val_calibration}. Without a positive class the threshold is None (argmax decides)."""
     from kd_core.calibration import calibration_report, fit_temperature
-    from kd_core.metrics import softmax, threshold_for_sensitivity
 
     temperature = fit_temperature(logits, y)
     threshold = None
     if pos is not None:
-        threshold = threshold_for_sensitivity((y == pos).astype(np.int64),
-                                              softmax(logits, temperature)[:, pos],
-                                              target_sensitivity)
+        threshold = threshold_at(logits, y, pos, temperature, target_sensitivity)
     return {"temperature": temperature, "threshold": threshold,
             "val_calibration": calibration_report(logits, y, temperature)}
+
+
+def threshold_at(logits: np.ndarray, y: np.ndarray, pos: int, temperature: float,
+                 target_sensitivity: float) -> float:
+    """The largest threshold on the positive class's probability at ``temperature`` that
+    reaches ``target_sensitivity`` on (``logits``, ``y``)."""
+    from kd_core.metrics import softmax, threshold_for_sensitivity
+
+    return threshold_for_sensitivity((y == pos).astype(np.int64),
+                                     softmax(logits, temperature)[:, pos], target_sensitivity)
 
 
 def evaluate(logits: np.ndarray, y: np.ndarray, labels: list[str], pos: int | None,

@@ -144,8 +144,7 @@ def refit(logits: np.ndarray, val: ValidationSet, decision: Decision) -> Decisio
     threshold reaching the float model's target sensitivity at that temperature; the
     temperature alone for an argmax model or without a target."""
     from kd_core.calibration import fit_temperature
-    from kd_core.finalize import evaluate
-    from kd_core.metrics import softmax, threshold_for_sensitivity
+    from kd_core.finalize import evaluate, threshold_at
 
     pos, labels = decision.positive_index, list(decision.labels)
 
@@ -156,7 +155,5 @@ def refit(logits: np.ndarray, val: ValidationSet, decision: Decision) -> Decisio
     temperature = fitted if ece(fitted) <= ece(decision.temperature) else decision.temperature
     if pos is None or decision.target_sensitivity is None:
         return decision.with_calibration(temperature, decision.threshold)
-    threshold = threshold_for_sensitivity((val.labels == pos).astype(np.int64),
-                                          softmax(logits, temperature)[:, pos],
-                                          decision.target_sensitivity)
-    return decision.with_calibration(temperature, threshold)
+    return decision.with_calibration(temperature, threshold_at(
+        logits, val.labels, pos, temperature, decision.target_sensitivity))
