@@ -43,7 +43,7 @@ def site_timings(int8: Path, fp32: Path, sites: Any, example: Any,
 # ONNX Runtime has no int8 hardswish/hardsigmoid: decomposed, so the whole graph runs int8.
 INT8 = Int8Recipe("onnxruntime", rewrites=(
     "clamp_hardswish_input", "decompose_hardswish", "decompose_hardsigmoid", "fold_scales"),
-    float_sites="nodes_to_exclude", alt_observer="Percentile", profiler=site_timings)
+    float_sites="nodes_to_exclude", alt_observer="MinMax", profiler=site_timings)
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:

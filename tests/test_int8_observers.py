@@ -136,7 +136,7 @@ def test_other_weights_do_not_reuse_a_calibration(memo: OrderedDict[str, object]
         quantize_pt2e(model, x, _never(), "executorch", calib_key="k")
 
 
-@pytest.mark.parametrize("method", [None, "Percentile"])
+@pytest.mark.parametrize("method", [None, "MinMax"])
 def test_onnx_runtime_reuses_its_ranges_and_writes_the_same_file(tmp_path: Path,
                                                                   method: str | None) -> None:
     pytest.importorskip("onnxruntime")
