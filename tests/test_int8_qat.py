@@ -136,3 +136,12 @@ def test_the_kept_candidates_re_export_reuses_its_fine_tune(monkeypatch: pytest.
     for plan in ("a", "b", "c", "d", "plain"):  # a bounded memo: the oldest goes first
         qat_quantize(model, images, plan, spec, tag=plan)
     assert runs[-1] == "plain" and len(qat_module._MEMO) == qat_module.MEMO_SIZE
+    count = len(runs)
+    qat_quantize(model, images * 2, "plain", spec, tag="plain")  # other images: again
+    scale = torch.ones(2)
+    model.register_buffer("scale", scale, persistent=False)  # outside the state dict
+    qat_quantize(model, images, "plain", spec, tag="plain")
+    scale.add_(1.0)
+    qat_quantize(model, images, "plain", spec, tag="plain")
+    qat_quantize(model, images, "plain", spec, tag="plain")  # unchanged: reused
+    assert len(runs) == count + 3

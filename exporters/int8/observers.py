@@ -35,22 +35,24 @@ _MEMO: OrderedDict[str, dict[tuple[str, ...], torch.nn.Module]] = OrderedDict()
 _ONNX_CACHE: list[tempfile.TemporaryDirectory[str]] = []
 
 
-def model_key(graph: torch.fx.GraphModule, calib_key: str) -> str:
-    """What a calibration of ``graph`` (exported, not yet prepared) on the images ``calib_key``
-    names depends on besides each observer's own settings: the graph and its tensors."""
-    h = hashlib.sha256(calib_key.encode())
-    h.update(graph.code.encode())
-    for name, t in _tensors(graph):
+def model_key(model: torch.nn.Module, key: str, *data: torch.Tensor) -> str:
+    """A digest of what a calibration (or a QAT fine-tune) of ``model`` depends on besides each
+    observer's own settings: ``key`` (the images by name, or how it runs), the model's code
+    (an exported graph's, else its module tree) and every tensor it reads, and ``data`` (the
+    images themselves, where no name is at hand)."""
+    h = hashlib.sha256(key.encode())
+    h.update((model.code if isinstance(model, torch.fx.GraphModule) else repr(model)).encode())
+    for name, t in [*_tensors(model), *(("data", d) for d in data)]:
         h.update(name.encode())
         h.update(t.detach().cpu().clone().numpy().tobytes())  # a copy: numpy pins storage
     return h.hexdigest()
 
 
-def _tensors(graph: torch.fx.GraphModule) -> list[tuple[str, torch.Tensor]]:
-    """Every tensor the graph reads: parameters, buffers (persistent or not) and constants
+def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor the model reads: parameters, buffers (persistent or not) and constants
     held as plain attributes."""
-    found = [*graph.named_parameters(), *graph.named_buffers()]
-    for prefix, module in graph.named_modules():
+    found = [*model.named_parameters(), *model.named_buffers()]
+    for prefix, module in model.named_modules():
         found += [(f"{prefix}.{k}", v) for k, v in vars(module).items()
                   if isinstance(v, torch.Tensor)]
     return found

@@ -22,7 +22,6 @@ shares parameter tensors with the reference silently moves the reference too; he
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -58,7 +57,9 @@ def qat_quantize(model: torch.nn.Module, images: torch.Tensor, quantizer: Any, s
     """``model`` (float, one image input in its own layout) fine-tuned under ``quantizer``'s
     fake quantization on ``images`` (N x input shape) and converted (``convert_pt2e``); ``tag``
     names the quantizer's configuration for reuse (the format and its float sites)."""
-    key = _digest(model, images, f"{tag}|{spec}|{fold_quantize}")
+    from exporters.int8.observers import model_key
+
+    key = model_key(model, f"qat|{tag}|{spec}|{fold_quantize}", images)
     if key not in _MEMO:
         while len(_MEMO) >= MEMO_SIZE:
             del _MEMO[next(iter(_MEMO))]  # the oldest
@@ -79,13 +80,6 @@ def export_dynamic_batch(model: torch.nn.Module, example: torch.Tensor
     exported: torch.fx.GraphModule = torch.export.export(
         model, (first,), dynamic_shapes=shapes).module()
     return exported
-
-
-def _digest(model: torch.nn.Module, images: torch.Tensor, tag: str) -> str:
-    h = hashlib.sha256(tag.encode())
-    for t in [*model.state_dict().values(), images]:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _qat(model: torch.nn.Module, images: torch.Tensor, quantizer: Any, spec: QatSpec,
