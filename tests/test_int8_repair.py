@@ -519,3 +519,37 @@ def test_the_observer_try_builds_on_the_images_that_came_closer(
     monkeypatch.setattr(ladder, "try_options", record)
     assert not ladder_mod._better_calibration(ladder, cfg)
     assert images == [32, observer_images]
+
+
+def test_the_float_pass_runs_once_per_model_and_validation_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export worker repairs its formats one after another: the float model's validation
+    logits are computed once, and again for a model changed in place or another set."""
+    from exporters.int8 import candidates, sensitivity
+
+    calls: list[int] = []
+    real = sensitivity.float_logits
+
+    def counting(model: nn.Module, images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return real(model, images)
+
+    monkeypatch.setattr(sensitivity, "float_logits", counting)
+    monkeypatch.setattr(candidates, "_FLOAT_PASS", [])
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 8 * 8, 2)
+    model = nn.Sequential(nn.Flatten(), linear).eval()
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    prep = Preprocessing(size=8)
+    val = ValidationSet("v", tuple("abcdef"), pixels, np.array([0, 1] * 3), prep)
+    images, first = candidates.float_pass(model, val)
+    again = candidates.float_pass(model, val)[1]
+    assert calls == [6] and again is first
+    assert np.allclose(first, model(torch.from_numpy(images)).detach().numpy(), atol=1e-5)
+    with torch.no_grad():
+        linear.bias.add_(1.0)  # changed in place: the same object, other logits
+    shifted = candidates.float_pass(model, val)[1]
+    assert calls == [6, 6] and np.allclose(shifted, first + 1.0, atol=1e-5)
+    other = ValidationSet("w", val.image_ids, pixels, val.labels, prep)
+    candidates.float_pass(model, other)
+    assert calls == [6, 6, 6]

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BATCH = 64
+# This process's last float pass: (model key, validation set, images, float logits).
+_FLOAT_PASS: list[tuple[str, ValidationSet, np.ndarray, np.ndarray]] = []
 
 
 def export_candidate(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
@@ -65,6 +67,24 @@ def adopt(arts: list[Artifact], out_dir: Path) -> list[Artifact]:
         move(art.path, art.entry.file(out_dir))
         out.append(replace(art, path=art.entry.file(out_dir)))
     return out
+
+
+def float_pass(model: Any, val: ValidationSet) -> tuple[np.ndarray, np.ndarray]:
+    """``val``'s images normalized and the float model's logits on them. An export worker
+    repairs its formats one after another on one model and one validation set, so the last
+    pass is kept, keyed by the set and by the model's code and every tensor it reads
+    (``exporters.int8.observers.model_key``: a model changed in place is scored again)."""
+    from exporters.int8 import sensitivity
+    from exporters.int8.observers import model_key
+
+    key = model_key(model, "float pass")
+    for k, v, images, logits in _FLOAT_PASS:
+        if k == key and v is val:
+            return images, logits
+    images = val.normalized()
+    logits = sensitivity.float_logits(model, images)
+    _FLOAT_PASS[:] = [(key, val, images, logits)]
+    return images, logits
 
 
 def runtime_logits(art: Artifact, images: np.ndarray) -> np.ndarray:

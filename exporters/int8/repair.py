@@ -53,13 +53,13 @@ from exporters import get_exporter
 from exporters.int8.candidates import (
     Scored,
     export_candidate,
+    float_pass,
     metrics_row,
     refit,
     runtime_logits,
     score,
 )
 from exporters.int8.plan import PrecisionPlan, find_sites, float_site
-from exporters.int8.sensitivity import float_logits
 from kd_core.parity import Tolerances, sensitivity_floor
 
 if TYPE_CHECKING:
@@ -159,10 +159,9 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     assert int8 is not None and int8.validation is not None
     val, decision = int8.validation, cfg.decision
     record: dict[str, Any] = {"mode": int8.repair, "validation": val.to_manifest()}
-    images = val.normalized()
+    images, student = float_pass(model, val)
     tol = int8.tolerances
     floor = sensitivity_floor(decision, tol)
-    student = float_logits(model, images)
     ref = metrics_row(student, val, decision, student)
     budget = int8.repair_budget_min
     ladder = Ladder(fmt, model, example, stage, val, images, student, ref, tol, floor,
