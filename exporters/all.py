@@ -181,22 +181,33 @@ def int8_summary(result: ExportResult) -> list[str]:
             continue
         kept = ", ".join(f"{s['name']} ({s['reason']}, {100 * s['macs_share']:.1f}% MACs)"
                          for s in plan.get("float_sites", [])) or "none"
-        text = f"  {a.name}: float sites: {kept}"
-        if rep.get("before") and rep.get("after"):
-            b, f = rep["before"], rep["after"]
-            text += f"; repair {rep.get('rung')}: validation " + ", ".join(
-                f"{label} {_num(b.get(key))} -> {_num(f.get(key))}"
-                for key, label in (("roc_auc", "ROC-AUC"), ("sensitivity", "sensitivity"),
-                                   ("argmax_agreement_vs_student", "top-1 agreement"),
-                                   ("ece", "ECE")) if key in b)
-        elif rep:
-            text += f"; repair {rep.get('rung', 'error')}: {rep.get('note') or rep.get('error')}"
+        text = f"  {a.name}: float sites: {kept}" + (repair_text(rep) if rep else "")
         if plan.get("size_ratio_vs_fp32") is not None:
             text += f"; size x{plan['size_ratio_vs_fp32']:.2f} of fp32"
         if plan.get("latency_ratio_1t_vs_fp32") is not None:
             text += f", 1-thread latency x{plan['latency_ratio_1t_vs_fp32']:.2f}"
         lines.append(text)
     return lines
+
+
+def repair_text(rep: dict[str, Any]) -> str:
+    """The summary's words for a manifest entry's ``repair`` record: the rung and the validation
+    metrics before and after; for a failed repair judged on top-1 agreement, the share of
+    images whose float top two logits are within one int8 step (rounding alone can flip them)."""
+    if not (rep.get("before") and rep.get("after")):
+        return f"; repair {rep.get('rung', 'error')}: {rep.get('note') or rep.get('error')}"
+    b, f = rep["before"], rep["after"]
+    text = f"; repair {rep.get('rung')}: validation " + ", ".join(
+        f"{label} {_num(b.get(key))} -> {_num(f.get(key))}"
+        for key, label in (("roc_auc", "ROC-AUC"), ("sensitivity", "sensitivity"),
+                           ("argmax_agreement_vs_student", "top-1 agreement"),
+                           ("ece", "ECE")) if key in b)
+    ties = rep.get("near_ties")
+    if rep.get("rung") == "failed" and ties:
+        text += (f" ({100 * ties['share_within_step']:.1f} % of the validation images have "
+                 f"their float top two logits within one int8 step, "
+                 f"{ties['int8_logit_step']:.3g}: rounding alone can flip them)")
+    return text
 
 
 def _num(value: object) -> str:

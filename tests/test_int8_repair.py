@@ -245,6 +245,7 @@ def test_repair_never_reads_the_holdout_and_off_changes_nothing(setup: dict[str,
     record = auto["repair"]
     assert record["mode"] == "auto" and record["validation"]["split"] == "val"
     assert record["tolerances"]["max_ece_delta"] == 0.02  # the gate the ladder aimed at
+    assert "near_ties" not in record  # judged on sensitivity, not top-1 agreement
     assert record["rung"] in ("none", "recalibrate", "better_calibration", "mixed_precision",
                               "failed")
     if record["rung"] == "none":
@@ -553,3 +554,53 @@ def test_the_float_pass_runs_once_per_model_and_validation_set(
     other = ValidationSet("w", val.image_ids, pixels, val.labels, prep)
     candidates.float_pass(model, other)
     assert calls == [6, 6, 6]
+
+
+def test_near_ties_counts_images_within_one_int8_step_and_a_failed_summary_says_so() -> None:
+    """The share of images whose float top two logits are closer than one int8 step of the
+    logits' range: the images rounding alone can flip, named when a top-1 repair fails."""
+    from exporters.all import repair_text
+    from exporters.int8.candidates import near_ties
+
+    logits = np.array([[2.55, 0.0, -2.55],    # range 5.1: one int8 step is 0.02
+                       [1.0, 0.99, 0.0],      # margin 0.01: within a step
+                       [1.0, 0.97, 0.0],      # margin 0.03: not
+                       [0.5, 0.0, 0.5]])      # an exact tie
+    ties = near_ties(logits)
+    assert ties == {"int8_logit_step": 0.02, "share_within_step": 0.5}
+    assert near_ties(np.array([[1.0], [-1.0]]))["share_within_step"] == 0.0
+    row = {"argmax_agreement_vs_student": 0.95}
+    failed = {"rung": "failed", "before": row, "after": {"argmax_agreement_vs_student": 0.98},
+              "near_ties": ties}
+    text = repair_text(failed)
+    assert "top-1 agreement 0.9500 -> 0.9800" in text
+    assert "50.0 % of the validation images" in text and "one int8 step, 0.02" in text
+    assert "int8 step" not in repair_text({**failed, "rung": "mixed_precision"})
+    assert repair_text({"rung": "not run", "note": "no runtime"}) == "; repair not run: no runtime"
+
+
+def test_a_repair_judged_on_top1_agreement_records_its_near_ties(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A 3-class argmax model's repair record carries ``near_ties`` of the float logits on
+    validation (a binary one judged on sensitivity does not: the end-to-end test above)."""
+    from exporters.base import ExportSettings
+    from exporters.int8 import candidates
+    from exporters.int8 import repair as ladder_mod
+    from exporters.int8.candidates import near_ties
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)).eval()
+    pixels = np.random.default_rng(2).integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+    val = ValidationSet("v", tuple(str(i) for i in range(30)), pixels,
+                        np.arange(30) % 3, Preprocessing(size=8))
+    monkeypatch.setattr(candidates, "_FLOAT_PASS", [])
+    student = candidates.float_pass(model, val)[1]
+    monkeypatch.setattr(ladder_mod, "runtime_logits", lambda art, images: student + 0.001)
+    cfg = ExportSettings("tiny", Decision(("a", "b", "c"), None, threshold=None),
+                         Preprocessing(size=8), "sha",
+                         int8=Int8Options(repair="auto", validation=val))
+    arts, _, record = ladder_mod.repair("onnx", model, (), cfg, [None],  # type: ignore[list-item]
+                                        tmp_path)
+    assert record["rung"] == "none" and arts == [None]
+    assert record["near_ties"] == near_ties(student)
+    assert record["near_ties"]["int8_logit_step"] > 0

@@ -55,6 +55,7 @@ from exporters.int8.candidates import (
     export_candidate,
     float_pass,
     metrics_row,
+    near_ties,
     refit,
     runtime_logits,
     score,
@@ -170,6 +171,8 @@ def repair(fmt: str, model: Any, example: tuple[Any, ...], cfg: ExportSettings,
     before = score(logits, val, decision, ref, student, tol, floor)
     record.update(tolerances=tol.to_dict(), sensitivity_floor=floor, float_student=ref,
                   before=before.to_dict(), attempts=ladder.attempts)
+    if "argmax_agreement_vs_student" in ref:  # judged on top-1 agreement: how near its floor
+        record["near_ties"] = near_ties(student)
     if before.passed:
         return arts, int8, {**record, "rung": "none", "after": before.to_dict()}
     ladder.best = Candidate(int8, cfg, decision, before, arts)
