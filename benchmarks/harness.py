@@ -322,7 +322,7 @@ def time_all(models: list[Model], rows: list[dict[str, Any]], pixels: dict[Any, 
 
 def build_meta(cfg: BenchConfig, models: list[Model], split: Any, prepared: Path,
                device: str, y: np.ndarray) -> dict[str, Any]:
-    from benchmarks.latency import tool_versions
+    from benchmarks.latency import LatencySettings, tool_versions
     from kd_core.deploy import manifest_path
     from kd_core.io import sha256_file
 
@@ -339,8 +339,10 @@ def build_meta(cfg: BenchConfig, models: list[Model], split: Any, prepared: Path
         "labels": list(student.entry.decision.labels),
         "limit": cfg.limit, "image_size": student.entry.preprocessing.size, "host": device,
         "cpu_count": os.cpu_count(),
-        "threads": list(cfg.threads), "latency": {"runs": cfg.runs, "warmup": cfg.warmup,
-                                                  "batch": 1, "isolation": "process per run"},
+        "threads": list(cfg.threads), "latency": {
+            "runs": cfg.runs, "warmup": cfg.warmup, "batch": 1, "isolation": "process per run",
+            "min_seconds": LatencySettings.min_seconds,
+            "warmup_seconds": LatencySettings.warmup_seconds},
         "versions": tool_versions(), "tolerances": cfg.tolerances.to_dict(),
         "seed": cfg.seed, "bootstrap": cfg.bootstrap,
         "artifacts": str(manifest_path(cfg.artifacts)),

@@ -212,6 +212,13 @@ def gate_lines(gate: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def floors(lat: Mapping[str, Any]) -> str:
+    """The latency time floors, where the results record them (older results do not)."""
+    if lat.get("min_seconds") is None:
+        return ""
+    return f" (at least {lat.get('warmup_seconds'):g} s and {lat['min_seconds']:g} s)"
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     m = results.get("meta", {})
     lat = m.get("latency") or {}
@@ -220,7 +227,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"- data: `{m.get('data')}` split `{m.get('split')}`: {m.get('n')} images, "
         f"{positives(m)} (prevalence {num(m.get('prevalence'))})",
         f"- host: {m.get('host')}; threads {m.get('threads')}; latency: batch 1, "
-        f"{lat.get('warmup')} warm-up + {lat.get('runs')} timed runs, one process per run",
+        f"{lat.get('warmup')} warm-up + {lat.get('runs')} timed runs{floors(lat)}, one process "
+        "per run",
         f"- created {m.get('created')}", *[f"- warning: {w}" for w in m.get("warnings", [])],
         "", "## Deployment metrics", "", deployment_table(results),
         "", "## Accuracy (each model at its shipped temperature and threshold)", "",
