@@ -43,9 +43,10 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 class LatencySettings:
     """At least ``warmup`` discarded runs lasting ``warmup_seconds``, then at least ``runs``
     timed runs lasting ``min_seconds``, as LiteRT's ``benchmark_model`` does (its
-    ``--warmup_min_secs`` 0.5 and ``--min_secs`` 1). By count alone, 50 runs of a 0.2-ms model
-    sampled 10 ms of the host, and one transient moved a p50 by 1.6x (LiteRT INT8 of the quick
-    profile's student: 0.36 ms in one run, 0.21-0.22 ms in twelve fresh processes after it)."""
+    ``--warmup_min_secs`` 0.5 and ``--min_secs`` 1): by count alone, 50 runs of a 0.2-ms model
+    sample 10 ms of the host. The floors do not remove a slower state that lasts a whole
+    process on a 2-vCPU host: the quick profile's LiteRT INT8 and its float-I/O twin (nearly
+    the same graph) have each timed 0.21 ms in some processes and 0.32-0.36 ms in others."""
 
     runs: int = 100
     warmup: int = 10
