@@ -149,8 +149,8 @@ def caption(results: Mapping[str, Any]) -> str:
              f"({positives(meta)})"]
     if meta.get("image_size"):
         parts.append(f"{meta['image_size']} px")
-    runs = (meta.get("latency") or {}).get("runs")
-    parts.append(f"latency: median of {runs or '?'} single-image runs on "
+    lat = meta.get("latency") or {}
+    parts.append(f"latency: median of {lat.get('runs') or '?'} single-image runs{floors(lat)} on "
                  f"{meta.get('host', '?')}")
     if meta.get("created"):
         parts.append(f"measured {str(meta['created'])[:10]}")
@@ -216,7 +216,8 @@ def floors(lat: Mapping[str, Any]) -> str:
     """The latency time floors, where the results record them (older results do not)."""
     if lat.get("min_seconds") is None:
         return ""
-    return f" (at least {lat.get('warmup_seconds'):g} s and {lat['min_seconds']:g} s)"
+    return (f" (at least {lat.get('warmup_seconds'):g} s of warm-up and {lat['min_seconds']:g} s "
+            "timed)")
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
