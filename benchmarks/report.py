@@ -216,8 +216,8 @@ def floors(lat: Mapping[str, Any]) -> str:
     """The latency time floors, where the results record them (older results do not)."""
     if lat.get("min_seconds") is None:
         return ""
-    return (f" (at least {lat.get('warmup_seconds'):g} s of warm-up and {lat['min_seconds']:g} s "
-            "timed)")
+    warmup = lat.get("warmup_seconds") or 0
+    return f" (at least {warmup:g} s of warm-up and {lat['min_seconds']:g} s timed)"
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
